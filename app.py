@@ -1,0 +1,128 @@
+"""SupportZen live chat: the application factory and the production entry point.
+
+    python app.py                          # waitress on HOST:PORT
+    waitress-serve --call app:create_app   # the same, waitress's own launcher
+    flask --app app run                    # development server
+"""
+import logging
+import os
+
+from flask import Flask
+from flask_cors import CORS
+
+import models
+from errors import envelope, register_error_handlers
+
+DEFAULTS = {
+    "DATABASE_URL": None,  # None: a SQLite file in the instance folder
+    "SQLITE_SYNCHRONOUS": "NORMAL",
+    "DB_POOL_SIZE": 32,
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "CORS_ORIGINS": "",
+    "ADMIN_TOKEN": None,
+}
+
+# Settings read from the environment, with the type each one is converted to.
+ENVIRONMENT = {
+    "DATABASE_URL": str,
+    "SQLITE_SYNCHRONOUS": str,
+    "DB_POOL_SIZE": int,
+    "MAX_CONTENT_LENGTH": int,
+    "CORS_ORIGINS": str,
+    "ADMIN_TOKEN": str,
+}
+
+
+def load_environment(app):
+    for name, convert in ENVIRONMENT.items():
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            app.config[name] = convert(value)
+
+
+def default_database_url(app):
+    os.makedirs(app.instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(app.instance_path, "supportzen.db")
+
+
+def setup_cors(app):
+    """Let browser apps on the listed origins call the customer API; no origin by default."""
+    origins = [origin.strip() for origin in app.config["CORS_ORIGINS"].split(",")
+               if origin.strip()]
+    if origins:
+        CORS(app, resources={r"/api/client/*": {"origins": origins}},
+             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+             methods=["POST", "OPTIONS"], max_age=600)
+
+
+def setup_database(app):
+    synchronous = app.config["SQLITE_SYNCHRONOUS"].upper()
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError("SQLITE_SYNCHRONOUS must be NORMAL or FULL")
+    url = app.config["DATABASE_URL"] or default_database_url(app)
+    models.configure_database(url, synchronous, app.config["DB_POOL_SIZE"])
+
+    @app.teardown_request
+    def return_connection(exc):
+        # Connections open lazily on the first query (peewee's autoconnect), so a 404, a
+        # preflight or a rejected body never touches the database; this hands the
+        # connection back to the pool even when the request raised.
+        if not models.database.is_closed():
+            models.database.close()
+
+
+def register_blueprints(app):
+    import admin_api
+    import customer_api
+
+    app.register_blueprint(customer_api.bp)
+    app.register_blueprint(admin_api.bp)
+
+
+def register_commands(app):
+    import cli
+
+    app.cli.add_command(cli.users)
+
+
+def create_app(config=None):
+    app = Flask(__name__)
+    app.json.sort_keys = False  # keep the envelope in the spec's order
+    app.config.update(DEFAULTS)
+    load_environment(app)
+    app.config.update(config or {})
+
+    register_error_handlers(app)
+    setup_database(app)
+    setup_cors(app)
+    register_blueprints(app)
+    register_commands(app)
+
+    @app.get("/healthz")
+    def healthz():
+        models.check_database()
+        return envelope("ok", {"database": "ok"})
+
+    log_startup(app)
+    return app
+
+
+def log_startup(app):
+    if app.logger.level == logging.NOTSET:
+        app.logger.setLevel(logging.INFO)
+    app.logger.info("database: %s", models.describe_database())
+    if not models.has_active_users():
+        app.logger.warning("no user yet: add one with  flask --app app users add EMAIL UUID")
+    models.database.close()
+
+
+def main():
+    from waitress import serve
+
+    app = create_app()
+    serve(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8080")),
+          threads=int(os.environ.get("WAITRESS_THREADS", "8")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Authentication decorators.
+
+Customers sign each request with hex HMAC-SHA256(key = their uuid, message = their email).
+Every failure, whatever its cause, raises the same 401 and costs about the same time, so
+nobody can learn which emails exist.
+"""
+import functools
+import hashlib
+import hmac
+import re
+import secrets
+
+from flask import current_app, g, request
+from werkzeug.exceptions import NotFound
+
+import models
+from errors import read_data, unauthorized
+
+HEX_TOKEN = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+# Signs for emails that match no user, so an unknown email costs what a known one does.
+DUMMY_KEY = secrets.token_hex(18)
+
+
+def bearer_token():
+    """The token of `Authorization: Bearer <token>`, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def utf8(value):
+    """`value` as UTF-8 bytes, or None when it is not a string that can be encoded."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
+def sign(key, message):
+    return hmac.new(key, message, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def authenticate_user(data):
+    """The active user whose uuid signed `data.email`; raises the 401 otherwise."""
+    token = bearer_token()
+    email = data.get("email")
+    email_bytes = utf8(email)
+    user = models.find_active_user(email) if email_bytes and email.strip() else None
+    key = user.uuid.encode("utf-8") if user else DUMMY_KEY.encode("ascii")
+    expected = sign(key, email_bytes or b"")
+    given = token.lower().encode("ascii") if token and HEX_TOKEN.match(token) else b"-" * 64
+    if hmac.compare_digest(expected, given) and user is not None:
+        return user
+    raise unauthorized()
+
+
+def require_user(view):
+    """Parse the body (its own 400/415), then authenticate the customer into `g.user`."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        g.user = authenticate_user(read_data())
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def digest(secret):
+    """SHA-256 of a secret token, as stored and as compared."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def require_admin(view):
+    """`Authorization: Bearer <ADMIN_TOKEN>`; the admin API does not exist without one."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        admin_token = current_app.config.get("ADMIN_TOKEN")
+        if not admin_token:
+            raise NotFound()
+        token = bearer_token() or ""
+        if not hmac.compare_digest(digest(token), digest(admin_token)):
+            raise unauthorized()
+        return view(*args, **kwargs)
+
+    return wrapper

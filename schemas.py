@@ -1,0 +1,121 @@
+"""Validation of every request's `data` object (marshmallow 4).
+
+Limits live here, not in views. Unknown fields are rejected. Strings refuse NUL characters
+(PostgreSQL cannot store them) and lone surrogates (no database can encode them), so whatever
+passes here can be stored on either backend.
+"""
+import re
+from urllib.parse import urlsplit
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+MAX_MESSAGE_LENGTH = 10_000
+MAX_EMAIL_LENGTH = 254
+MAX_NAME_LENGTH = 200
+MAX_URL_LENGTH = 2_048
+MAX_CHAT_ID_LENGTH = 64
+MAX_PLAN_ID = 2**63 - 1
+MAX_UNIX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+UUID_PATTERN = re.compile(r"\A[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+
+
+def storable_text(value):
+    if "\x00" in value:
+        raise ValidationError("Must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode text.") from None
+
+
+def not_blank(value):
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+def public_host(value):
+    """Images are shown to agents: a link to the agent's own machine is never what was meant."""
+    host = (urlsplit(value).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        raise ValidationError("Must be a public http or https URL.")
+
+
+class Text(fields.String):
+    """A string field whose value any backend can store."""
+
+    def __init__(self, *, max_length, min_length=None, **kwargs):
+        validators = [validate.Length(min=min_length, max=max_length), storable_text]
+        validators += kwargs.pop("validate", [])
+        super().__init__(validate=validators, **kwargs)
+
+
+class StrictFloat(fields.Float):
+    """A JSON number: unlike `fields.Float`, a numeric string such as "12" is refused."""
+
+    def _validated(self, value):
+        if isinstance(value, str):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class NormalizedEmail(fields.Email):
+    """An email address, stripped and lower-cased as users are stored."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=[validate.Length(max=MAX_EMAIL_LENGTH), storable_text],
+                         **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = value.strip().lower()
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def message_field():
+    return Text(required=True, min_length=1, max_length=MAX_MESSAGE_LENGTH, validate=[not_blank])
+
+
+def image_url_field():
+    return fields.Url(load_default=None, allow_none=True, schemes={"http", "https"},
+                      validate=[validate.Length(max=MAX_URL_LENGTH), storable_text,
+                                public_host])
+
+
+def chat_id_field():
+    return Text(required=True, min_length=1, max_length=MAX_CHAT_ID_LENGTH)
+
+
+class CreateChatSchema(StrictSchema):
+    email = NormalizedEmail(required=True)
+    name = Text(load_default=None, allow_none=True, max_length=MAX_NAME_LENGTH)
+    plan_id = fields.Integer(load_default=None, allow_none=True, strict=True,
+                             validate=validate.Range(min=0, max=MAX_PLAN_ID))
+    created_at = StrictFloat(required=True, allow_nan=False,
+                             validate=validate.Range(min=0, max=MAX_UNIX_SECONDS))
+    message = message_field()
+    image_url = image_url_field()
+
+
+class SendMessageSchema(StrictSchema):
+    chat_id = chat_id_field()
+    email = NormalizedEmail(required=True)
+    message = message_field()
+    image_url = image_url_field()
+
+
+class UserSchema(StrictSchema):
+    """A user as provisioned by the CLI or the admin API."""
+
+    email = NormalizedEmail(required=True)
+    uuid = fields.String(required=True, validate=validate.Regexp(
+        UUID_PATTERN, error="Must be a UUID: 8-4-4-4-12 hexadecimal digits."))
+    name = Text(load_default=None, allow_none=True, max_length=MAX_NAME_LENGTH)
+
+
+class UserEmailSchema(StrictSchema):
+    email = NormalizedEmail(required=True)

@@ -1,0 +1,101 @@
+"""Field validation: every bad field is a 400 validation_error naming the field."""
+import pytest
+
+import models
+
+from conftest import assert_error
+
+GOOD_CREATE = {"name": "Premium Plan", "plan_id": 5, "created_at": 1679223400,
+               "message": "hello"}
+
+BAD_CREATE = [
+    ("message", {"message": None}),
+    ("message", {"message": ""}),
+    ("message", {"message": "   "}),
+    ("message", {"message": "x" * 10_001}),
+    ("message", {"message": "nul \x00 inside"}),
+    ("message", {"message": "lone \ud800 surrogate"}),
+    ("message", {"message": 42}),
+    ("message", {"message": ["hello"]}),
+    ("created_at", {"created_at": None}),
+    ("created_at", {"created_at": -1}),
+    ("created_at", {"created_at": "1679223400"}),
+    ("created_at", {"created_at": True}),
+    ("created_at", {"created_at": 10**13}),
+    ("plan_id", {"plan_id": -1}),
+    ("plan_id", {"plan_id": 1.5}),
+    ("plan_id", {"plan_id": "5"}),
+    ("plan_id", {"plan_id": True}),
+    ("plan_id", {"plan_id": 2**64}),
+    ("name", {"name": "n" * 201}),
+    ("name", {"name": 7}),
+    ("image_url", {"image_url": "ftp://example.com/a.png"}),
+    ("image_url", {"image_url": "javascript:alert(1)"}),
+    ("image_url", {"image_url": "http://localhost/a.png"}),
+    ("image_url", {"image_url": "https://example.com/" + "a" * 2048}),
+    ("image_url", {"image_url": "not a url"}),
+    ("surprise", {"surprise": 1}),
+]
+
+
+@pytest.mark.parametrize("field,change", BAD_CREATE)
+def test_create_rejects(customer, app, field, change):
+    response = customer.post("/api/client/live/create", {**GOOD_CREATE, **change})
+    body = assert_error(response, 400, "validation_error")
+    assert list(body["error"]["fields"]) == [field]
+    with app.app_context():
+        assert models.Chat.select().count() == 0
+
+
+@pytest.mark.parametrize("field", ["message", "created_at"])
+def test_create_requires(customer, field):
+    data = {key: value for key, value in GOOD_CREATE.items() if key != field}
+    body = assert_error(customer.post("/api/client/live/create", data), 400,
+                        "validation_error")
+    assert body["error"]["fields"] == {field: ["Missing data for required field."]}
+
+
+def test_create_accepts_limits(customer):
+    response = customer.post("/api/client/live/create", {
+        "name": "n" * 200, "plan_id": 0, "created_at": 0, "message": "m" * 10_000,
+        "image_url": "https://example.com/" + "a" * (2048 - 20)})
+    assert response.status_code == 200, response.json
+
+
+def test_create_nan_is_rejected(customer, client):
+    raw = ('{"data": {"email": "user@example.com", "created_at": NaN, "message": "hi"}}')
+    response = client.post("/api/client/live/create", data=raw,
+                           content_type="application/json", headers=customer.headers)
+    body = assert_error(response, 400, "validation_error")
+    assert list(body["error"]["fields"]) == ["created_at"]
+
+
+BAD_SEND = [
+    ("chat_id", {"chat_id": None}),
+    ("chat_id", {"chat_id": 12}),
+    ("chat_id", {"chat_id": ""}),
+    ("chat_id", {"chat_id": "c" * 65}),
+    ("message", {"message": ""}),
+    ("message", {"message": "x" * 10_001}),
+    ("message", {"message": "a\x00b"}),
+    ("image_url", {"image_url": "file:///etc/passwd"}),
+    ("extra", {"extra": True}),
+]
+
+
+@pytest.mark.parametrize("field,change", BAD_SEND)
+def test_send_rejects(customer, app, field, change):
+    chat_id = customer.create()
+    response = customer.post("/api/client/live/chat",
+                             {"chat_id": chat_id, "message": "hello", **change})
+    body = assert_error(response, 400, "validation_error")
+    assert list(body["error"]["fields"]) == [field]
+    with app.app_context():
+        assert models.Message.select().count() == 1
+
+
+def test_email_must_be_a_valid_address(make_customer):
+    odd = make_customer(email="not-an-address")
+    response = odd.post("/api/client/live/create", GOOD_CREATE)
+    body = assert_error(response, 400, "validation_error")
+    assert list(body["error"]["fields"]) == ["email"]
