@@ -119,6 +119,8 @@ def log_startup(app):
 def main():
     from waitress import serve
 
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
     serve(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8080")),
           threads=int(os.environ.get("WAITRESS_THREADS", "8")))
