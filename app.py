@@ -6,10 +6,12 @@
 """
 import logging
 import os
+import threading
 
 from flask import Flask
 from flask_cors import CORS
 
+import migrations
 import models
 from errors import envelope, register_error_handlers
 
@@ -20,6 +22,8 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "CORS_ORIGINS": "",
     "ADMIN_TOKEN": None,
+    "LONGPOLL_MAX_WAITERS": 8,
+    "IDEMPOTENCY_KEY_HOURS": 24,
 }
 
 # Settings read from the environment, with the type each one is converted to.
@@ -30,6 +34,8 @@ ENVIRONMENT = {
     "MAX_CONTENT_LENGTH": int,
     "CORS_ORIGINS": str,
     "ADMIN_TOKEN": str,
+    "LONGPOLL_MAX_WAITERS": int,
+    "IDEMPOTENCY_KEY_HOURS": float,
 }
 
 
@@ -61,6 +67,12 @@ def setup_database(app):
         raise ValueError("SQLITE_SYNCHRONOUS must be NORMAL or FULL")
     url = app.config["DATABASE_URL"] or default_database_url(app)
     models.configure_database(url, synchronous, app.config["DB_POOL_SIZE"])
+    start, end = migrations.upgrade()
+    if start != end:
+        app.logger.info("database schema upgraded from version %s to %s", start, end)
+    # Long-polls hold a waitress thread each: at most this many wait at once.
+    app.extensions["longpoll_slots"] = threading.BoundedSemaphore(
+        app.config["LONGPOLL_MAX_WAITERS"])
 
     @app.teardown_request
     def return_connection(exc):
@@ -73,9 +85,11 @@ def setup_database(app):
 
 def register_blueprints(app):
     import admin_api
+    import agent_api
     import customer_api
 
     app.register_blueprint(customer_api.bp)
+    app.register_blueprint(agent_api.bp)
     app.register_blueprint(admin_api.bp)
 
 
@@ -83,6 +97,8 @@ def register_commands(app):
     import cli
 
     app.cli.add_command(cli.users)
+    app.cli.add_command(cli.agents)
+    app.cli.add_command(cli.db)
 
 
 def create_app(config=None):
@@ -123,7 +139,7 @@ def main():
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
     serve(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8080")),
-          threads=int(os.environ.get("WAITRESS_THREADS", "8")))
+          threads=int(os.environ.get("WAITRESS_THREADS", "16")))
 
 
 if __name__ == "__main__":

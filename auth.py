@@ -39,6 +39,12 @@ def utf8(value):
         return None
 
 
+def could_be_email(email, email_bytes):
+    """Worth a lookup: a short, non-blank text that any database can take as a parameter."""
+    return bool(email_bytes) and email.strip() != "" and len(email_bytes) <= 320 \
+        and b"\x00" not in email_bytes
+
+
 def sign(key, message):
     return hmac.new(key, message, hashlib.sha256).hexdigest().encode("ascii")
 
@@ -48,7 +54,7 @@ def authenticate_user(data):
     token = bearer_token()
     email = data.get("email")
     email_bytes = utf8(email)
-    user = models.find_active_user(email) if email_bytes and email.strip() else None
+    user = models.find_active_user(email) if could_be_email(email, email_bytes) else None
     key = user.uuid.encode("utf-8") if user else DUMMY_KEY.encode("ascii")
     expected = sign(key, email_bytes or b"")
     given = token.lower().encode("ascii") if token and HEX_TOKEN.match(token) else b"-" * 64
@@ -69,8 +75,37 @@ def require_user(view):
 
 
 def digest(secret):
-    """SHA-256 of a secret token, as stored and as compared."""
+    """SHA-256 of a secret token, as compared."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+AGENT_TOKEN = re.compile(r"\A" + models.AGENT_TOKEN_PREFIX + r"[A-Za-z0-9_-]{43}\Z")
+
+
+def authenticate_agent():
+    """The active agent whose token this is; raises the 401 otherwise.
+
+    Only the token's SHA-256 is stored, so the lookup is by digest; a customer's HMAC (64 hex
+    digits) never has the shape of an agent token.
+    """
+    token = bearer_token() or ""
+    token_digest = models.digest_token(token)
+    agent = models.find_agent_by_digest(token_digest) if AGENT_TOKEN.match(token) else None
+    stored = agent.token_digest if agent else "-" * 64
+    if hmac.compare_digest(stored.encode("ascii"), token_digest.encode("ascii")) and agent:
+        return agent
+    raise unauthorized()
+
+
+def require_agent(view):
+    """Authenticate a support agent into `g.agent`."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        g.agent = authenticate_agent()
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def require_admin(view):

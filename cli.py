@@ -1,15 +1,18 @@
-"""`flask --app app users ...`: provisioning customers from a shell."""
+"""`flask --app app users|agents|db ...`: provisioning and upkeep from a shell."""
 import csv
 import itertools
 import json
 import sys
 
+import re
+
 import click
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
+import migrations
 import models
-from schemas import UserSchema
+from schemas import MAX_NAME_LENGTH, UserSchema
 
 users = AppGroup("users", help="Add, import, remove and list the customers who may chat.")
 user_schema = UserSchema()
@@ -149,3 +152,57 @@ def import_users(path):
                f"rejected {counts['rejected']}")
     if counts["rejected"]:
         sys.exit(1)
+
+
+# --- agents ------------------------------------------------------------------------------
+
+agents = AppGroup("agents", help="Add, list and remove support agents and their tokens.")
+AGENT_NAME = re.compile(r"\A[A-Za-z0-9._@-]{1,64}\Z")
+
+
+@agents.command("add")
+@click.argument("name")
+@click.option("--display-name", default=None, help="The name customers see on replies.")
+def add_agent(name, display_name):
+    """Add agent NAME and print its new token (shown this once, stored only as a digest)."""
+    if not AGENT_NAME.match(name):
+        raise click.ClickException("NAME must be 1 to 64 letters, digits or . _ @ -")
+    if display_name is not None and not 0 < len(display_name) <= MAX_NAME_LENGTH:
+        raise click.ClickException(f"--display-name must be 1 to {MAX_NAME_LENGTH} characters")
+    try:
+        agent, token = models.add_agent(name, display_name)
+    except models.AgentExists:
+        raise click.ClickException(f"an agent named {name} exists; remove it first") from None
+    click.echo(f"added agent {agent.name}; its token (shown only now):", err=True)
+    click.echo(token)
+
+
+@agents.command("list")
+def list_agents():
+    """List the active agents (never their tokens)."""
+    for agent in models.active_agents():
+        click.echo(f"{agent.name}\t{agent.display_name or ''}\t{agent.created_at:%Y-%m-%d}")
+
+
+@agents.command("remove")
+@click.argument("name")
+def remove_agent(name):
+    """Revoke agent NAME's token at once (its replies keep their author)."""
+    if not models.remove_agent(name):
+        raise click.ClickException(f"no active agent is named {name}")
+    click.echo(f"removed agent {name}")
+
+
+# --- the schema --------------------------------------------------------------------------
+
+db = AppGroup("db", help="Database upkeep.")
+
+
+@db.command("upgrade")
+def upgrade_database():
+    """Apply every pending schema migration (the service also does this at start)."""
+    start, end = migrations.upgrade()
+    if start == end:
+        click.echo(f"schema is up to date (version {end})")
+    else:
+        click.echo(f"schema upgraded from version {start} to {end}")

@@ -12,7 +12,8 @@ from marshmallow import ValidationError
 from peewee import IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-import models
+import chats
+from idempotency import IdempotencyKeyReused
 
 
 def envelope(message, data=None, status=200, headers=None):
@@ -72,9 +73,10 @@ def read_data():
 
 # Domain exceptions raised by models.py, mapped once to their HTTP answer.
 MODEL_ERRORS = {
-    models.ChatNotFound: (404, "chat_not_found", "Chat not found."),
-    models.ChatClosed: (409, "chat_closed",
-                        "This chat is closed; start a new one with /api/client/live/create."),
+    chats.ChatNotFound: (404, "chat_not_found", "Chat not found."),
+    chats.ChatClosed: (409, "chat_closed", "This chat is closed."),
+    IdempotencyKeyReused: (422, "idempotency_key_reused",
+                           "This Idempotency-Key was already used with a different request."),
 }
 
 HTTP_ERRORS = {

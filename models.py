@@ -5,6 +5,7 @@ or the PostgreSQL settings, and `write_transaction` picks how a read-then-write 
 takes its lock.
 """
 import datetime
+import hashlib
 import secrets
 from urllib.parse import urlsplit
 
@@ -18,14 +19,7 @@ CHAT_OPEN = "open"
 CHAT_CLOSED = "closed"
 SENDER_USER = "user"
 SENDER_AGENT = "agent"
-
-
-class ChatNotFound(Exception):
-    """No chat with that id belongs to the caller (whether it exists for another user or not)."""
-
-
-class ChatClosed(Exception):
-    """The chat is closed; nothing more can be sent into it."""
+AGENT_TOKEN_PREFIX = "szagent_"
 
 
 def utcnow():
@@ -54,6 +48,14 @@ class User(BaseModel):
     updated_at = DateTimeField(default=utcnow)
 
 
+class Agent(BaseModel):
+    name = CharField(max_length=64, unique=True)
+    display_name = CharField(max_length=200, null=True)  # the only agent detail customers see
+    # SHA-256 of the bearer token, hex; NULL once the agent is removed.
+    token_digest = CharField(max_length=64, unique=True, null=True)
+    created_at = DateTimeField(default=utcnow)
+
+
 class Chat(BaseModel):
     public_id = CharField(max_length=64, unique=True)
     user = ForeignKeyField(User, backref="chats")
@@ -62,11 +64,15 @@ class Chat(BaseModel):
     plan_id = BigIntegerField(null=True)
     account_created_at = DoubleField()  # the customer's account creation time, Unix seconds
     last_seq = IntegerField(default=0)  # the seq of the newest message; allocates the next one
+    customer_read_seq = IntegerField(default=0)  # the customer has read up to here
+    agent_read_seq = IntegerField(default=0)  # the agents have read up to here
     created_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)  # the last activity: orders the chat lists
 
     class Meta:
-        indexes = ((("user", "updated_at"), False),)
+        # Declared for documentation: migrations.py creates the real schema.
+        indexes = ((("user", "updated_at"), False), (("updated_at", "id"), False),
+                   (("status", "updated_at", "id"), False))
 
 
 class Message(BaseModel):
@@ -74,6 +80,7 @@ class Message(BaseModel):
     chat = ForeignKeyField(Chat, backref="messages")
     seq = IntegerField()
     sender = CharField(max_length=8)
+    agent = ForeignKeyField(Agent, null=True)  # who wrote it, when sender is "agent"
     body = TextField()
     image_url = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
@@ -82,7 +89,17 @@ class Message(BaseModel):
         indexes = ((("chat", "seq"), True),)
 
 
-MODELS = [User, Chat, Message]
+class IdempotencyKey(BaseModel):
+    """A client's Idempotency-Key and the answer its first request got."""
+
+    scope = CharField(max_length=40)  # who sent it: "user:<id>" or "agent:<id>"
+    key = CharField(max_length=255)
+    fingerprint = CharField(max_length=64)  # SHA-256 of method, path and body
+    response = TextField(null=True)  # the `data` answered, as JSON
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        indexes = ((("scope", "key"), True),)
 
 
 def is_sqlite():
@@ -90,7 +107,7 @@ def is_sqlite():
 
 
 def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32):
-    """Point the models at `url` through a connection pool, and create missing tables.
+    """Point the models at `url` through a connection pool (migrations.py makes the tables).
 
     A pool, because opening and closing a SQLite connection per request costs about half the
     request (closing the last WAL connection checkpoints the log). Connections are handed to
@@ -114,8 +131,6 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32):
     if database.obj is not None:
         database.obj.close_all()
     database.initialize(connect_url(pooled_url, **options))
-    database.create_tables(MODELS, safe=True)
-    database.close()
     return database.obj
 
 
@@ -138,6 +153,16 @@ def write_transaction():
     if is_sqlite():
         return database.atomic("IMMEDIATE")
     return database.atomic()
+
+
+def migration_lock():
+    """Inside a write transaction: keep other processes out of the schema until it ends.
+
+    SQLite's IMMEDIATE transaction already holds the only write lock; PostgreSQL needs an
+    advisory lock, or two instances starting together would both run a migration.
+    """
+    if not is_sqlite():
+        database.execute_sql("SELECT pg_advisory_xact_lock(727274)")
 
 
 def check_database():
@@ -185,45 +210,40 @@ def has_active_users():
     return active_users().exists()
 
 
-# --- chats and messages ------------------------------------------------------------------
+# --- agents ------------------------------------------------------------------------------
 
-def find_chat(user, public_id):
-    """The user's chat with that id; another user's chat is as missing as one that never was."""
-    chat = Chat.get_or_none((Chat.public_id == public_id) & (Chat.user == user))
-    if chat is None:
-        raise ChatNotFound()
-    return chat
+class AgentExists(Exception):
+    """An active agent already has that name."""
 
 
-def create_chat(user, name, plan_id, account_created_at, body, image_url=None):
-    """Open a chat and store its first message, both or neither."""
+def digest_token(token):
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def add_agent(name, display_name=None):
+    """A new agent (or a removed one back) with a fresh token, returned once, never stored."""
+    token = AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
     with write_transaction():
-        now = utcnow()
-        chat = Chat.create(public_id=new_public_id("chat"), user=user, name=name,
-                           plan_id=plan_id, account_created_at=account_created_at,
-                           last_seq=1, created_at=now, updated_at=now)
-        message = Message.create(public_id=new_public_id("msg"), chat=chat, seq=1,
-                                 sender=SENDER_USER, body=body, image_url=image_url,
-                                 created_at=now)
-    return chat, message
+        agent = Agent.get_or_none(Agent.name == name)
+        if agent is not None and agent.token_digest is not None:
+            raise AgentExists(name)
+        if agent is None:
+            agent = Agent(name=name)
+        agent.display_name = display_name
+        agent.token_digest = digest_token(token)
+        agent.save()
+    return agent, token
 
 
-def add_message(chat, sender, body, image_url=None):
-    """Append a message to an open chat with the next gap-free `seq`.
+def remove_agent(name):
+    """Revoke an agent's token at once; their messages keep their author."""
+    return bool(Agent.update(token_digest=None)
+                .where((Agent.name == name) & Agent.token_digest.is_null(False)).execute())
 
-    The UPDATE that bumps `last_seq` is the lock: SQLite's IMMEDIATE transaction holds the
-    write lock, PostgreSQL holds the chat row until commit, so concurrent senders into one
-    chat take turns and each gets its own seq. It also checks the status in the same
-    statement, so a message can never slip into a chat closed a moment before.
-    """
-    with write_transaction():
-        now = utcnow()
-        rows = list(Chat.update(last_seq=Chat.last_seq + 1, updated_at=now)
-                    .where((Chat.id == chat.id) & (Chat.status == CHAT_OPEN))
-                    .returning(Chat.last_seq)
-                    .tuples()
-                    .execute())
-        if not rows:
-            raise ChatClosed()
-        return Message.create(public_id=new_public_id("msg"), chat=chat.id, seq=rows[0][0],
-                              sender=sender, body=body, image_url=image_url, created_at=now)
+
+def active_agents():
+    return Agent.select().where(Agent.token_digest.is_null(False)).order_by(Agent.name)
+
+
+def find_agent_by_digest(token_digest):
+    return Agent.get_or_none(Agent.token_digest == token_digest)

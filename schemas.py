@@ -119,3 +119,85 @@ class UserSchema(StrictSchema):
 
 class UserEmailSchema(StrictSchema):
     email = NormalizedEmail(required=True)
+
+
+# --- two-way chat ------------------------------------------------------------------------
+
+MAX_SEQ = 2**31 - 1
+MAX_PAGE_SIZE = 100
+DEFAULT_MESSAGE_PAGE = 50
+DEFAULT_CHAT_PAGE = 20
+MAX_WAIT_SECONDS = 25
+MAX_CURSOR_LENGTH = 200
+
+
+def after_field(strict=True):
+    return fields.Integer(strict=strict, load_default=0, validate=validate.Range(0, MAX_SEQ))
+
+
+def limit_field(default, strict=True):
+    return fields.Integer(strict=strict, load_default=default,
+                          validate=validate.Range(1, MAX_PAGE_SIZE))
+
+
+def seq_field(strict=True):
+    return fields.Integer(strict=strict, required=True, validate=validate.Range(0, MAX_SEQ))
+
+
+def wait_field(float_field=StrictFloat):
+    return float_field(load_default=0, allow_nan=False,
+                       validate=validate.Range(0, MAX_WAIT_SECONDS))
+
+
+def status_field(default):
+    return fields.String(load_default=default,
+                         validate=validate.OneOf(["open", "closed", "all"]))
+
+
+def cursor_field():
+    return Text(load_default=None, allow_none=True, min_length=1, max_length=MAX_CURSOR_LENGTH)
+
+
+class ChatRefSchema(StrictSchema):
+    chat_id = chat_id_field()
+    email = NormalizedEmail(required=True)
+
+
+class PollSchema(ChatRefSchema):
+    after = after_field()
+    limit = limit_field(DEFAULT_MESSAGE_PAGE)
+    wait = wait_field()
+
+
+class ReadSchema(ChatRefSchema):
+    seq = seq_field()
+
+
+class ListChatsSchema(StrictSchema):
+    email = NormalizedEmail(required=True)
+    status = status_field("all")
+    limit = limit_field(DEFAULT_CHAT_PAGE)
+    before = cursor_field()
+
+
+# Agent GETs take query strings, where every value is text: these schemas convert "5" to 5.
+
+class AgentChatsQuery(StrictSchema):
+    status = status_field("open")
+    limit = limit_field(DEFAULT_CHAT_PAGE, strict=False)
+    before = cursor_field()
+
+
+class AgentMessagesQuery(StrictSchema):
+    after = after_field(strict=False)
+    limit = limit_field(DEFAULT_MESSAGE_PAGE, strict=False)
+    wait = wait_field(fields.Float)
+
+
+class AgentReplySchema(StrictSchema):
+    message = message_field()
+    image_url = image_url_field()
+
+
+class AgentReadSchema(StrictSchema):
+    seq = seq_field()

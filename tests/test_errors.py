@@ -3,6 +3,7 @@ import logging
 
 import pytest
 
+import chats
 import models
 
 from conftest import assert_error
@@ -57,7 +58,7 @@ def test_unexpected_error_is_500_without_internals(customer, monkeypatch, caplog
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(models, "create_chat", explode)
+    monkeypatch.setattr(chats, "create_chat", explode)
     with caplog.at_level(logging.ERROR):
         response = customer.post(CREATE, {"created_at": 1, "message": "hi"})
     body = assert_error(response, 500, "internal_error")

@@ -1,0 +1,139 @@
+"""Schema versions, and the migrations from each to the next.
+
+The schema's version is recorded in `schema_version`. Every change to it ships as a function
+here, applied in order at start and by `flask --app app db upgrade`, on SQLite and PostgreSQL
+alike. Each migration spells out its own tables and columns (frozen copies, not the live
+models), so that migrating an old database always builds what that version built, whatever
+the models look like later.
+"""
+from peewee import (BigIntegerField, CharField, DateTimeField, DoubleField, ForeignKeyField,
+                    IntegerField, Model, TextField)
+from playhouse.migrate import SchemaMigrator, migrate
+
+import models
+
+
+class SchemaVersion(Model):
+    version = IntegerField()
+    applied_at = DateTimeField(default=models.utcnow)
+
+    class Meta:
+        table_name = "schema_version"
+
+
+# --- version 1: the two spec endpoints -----------------------------------------------------
+
+class UserV1(Model):
+    email = CharField(max_length=254, unique=True)
+    uuid = CharField(max_length=36, null=True)
+    name = CharField(max_length=200, null=True)
+    created_at = DateTimeField()
+    updated_at = DateTimeField()
+
+    class Meta:
+        table_name = "user"
+
+
+class ChatV1(Model):
+    public_id = CharField(max_length=64, unique=True)
+    user = ForeignKeyField(UserV1)
+    status = CharField(max_length=8)
+    name = CharField(max_length=200, null=True)
+    plan_id = BigIntegerField(null=True)
+    account_created_at = DoubleField()
+    last_seq = IntegerField(default=0)
+    created_at = DateTimeField()
+    updated_at = DateTimeField()
+
+    class Meta:
+        table_name = "chat"
+        indexes = ((("user", "updated_at"), False),)
+
+
+class MessageV1(Model):
+    public_id = CharField(max_length=64, unique=True)
+    chat = ForeignKeyField(ChatV1)
+    seq = IntegerField()
+    sender = CharField(max_length=8)
+    body = TextField()
+    image_url = TextField(null=True)
+    created_at = DateTimeField()
+
+    class Meta:
+        table_name = "message"
+        indexes = ((("chat", "seq"), True),)
+
+
+def initial_schema(database, migrator):
+    database.create_tables([UserV1, ChatV1, MessageV1])
+
+
+# --- version 2: two-way chat, agents, read marks, idempotent retries ----------------------
+
+class AgentV2(Model):
+    name = CharField(max_length=64, unique=True)
+    display_name = CharField(max_length=200, null=True)
+    token_digest = CharField(max_length=64, unique=True, null=True)
+    created_at = DateTimeField()
+
+    class Meta:
+        table_name = "agent"
+
+
+class IdempotencyKeyV2(Model):
+    scope = CharField(max_length=40)
+    key = CharField(max_length=255)
+    fingerprint = CharField(max_length=64)
+    response = TextField(null=True)
+    created_at = DateTimeField(index=True)
+
+    class Meta:
+        table_name = "idempotency_key"
+        indexes = ((("scope", "key"), True),)
+
+
+def two_way_chat(database, migrator):
+    database.create_tables([AgentV2, IdempotencyKeyV2])
+    migrate(
+        migrator.add_column("message", "agent_id",
+                            ForeignKeyField(AgentV2, field=AgentV2.id, null=True)),
+        migrator.add_column("chat", "customer_read_seq", IntegerField(default=0)),
+        migrator.add_column("chat", "agent_read_seq", IntegerField(default=0)),
+        migrator.add_index("chat", ("updated_at", "id")),
+        migrator.add_index("chat", ("status", "updated_at", "id")),
+    )
+
+
+MIGRATIONS = [initial_schema, two_way_chat]  # MIGRATIONS[n] takes version n to n + 1
+LATEST = len(MIGRATIONS)
+
+FROZEN_MODELS = [SchemaVersion, UserV1, ChatV1, MessageV1, AgentV2, IdempotencyKeyV2]
+
+
+def recorded_version(database):
+    """The schema's version; a database made before versions were recorded is version 1."""
+    if database.table_exists("schema_version"):
+        row = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
+        if row is not None:
+            return row.version
+    return 1 if database.table_exists("chat") else 0
+
+
+def upgrade(target=LATEST):
+    """Bring the schema to `target`, one migration per transaction. Returns (from, to)."""
+    database = models.database
+    migrator = SchemaMigrator.from_database(database.obj)
+    with database.bind_ctx(FROZEN_MODELS, bind_refs=False, bind_backrefs=False):
+        with models.write_transaction():
+            models.migration_lock()
+            start = recorded_version(database)
+            database.create_tables([SchemaVersion])
+        for version in range(start, target):
+            with models.write_transaction():
+                models.migration_lock()
+                if recorded_version(database) != version:
+                    continue  # another process got here first
+                MIGRATIONS[version](database, migrator)
+                SchemaVersion.create(version=version + 1)
+    database.close()
+    return start, max(start, target)
