@@ -104,6 +104,8 @@ def register_commands(app):
 def create_app(config=None):
     app = Flask(__name__)
     app.json.sort_keys = False  # keep the envelope in the spec's order
+    if app.logger.level == logging.NOTSET:
+        app.logger.setLevel(logging.INFO)
     app.config.update(DEFAULTS)
     load_environment(app)
     app.config.update(config or {})
@@ -124,8 +126,6 @@ def create_app(config=None):
 
 
 def log_startup(app):
-    if app.logger.level == logging.NOTSET:
-        app.logger.setLevel(logging.INFO)
     app.logger.info("database: %s", models.describe_database())
     if not models.has_active_users():
         app.logger.warning("no user yet: add one with  flask --app app users add EMAIL UUID")

@@ -6,8 +6,8 @@ alike. Each migration spells out its own tables and columns (frozen copies, not 
 models), so that migrating an old database always builds what that version built, whatever
 the models look like later.
 """
-from peewee import (BigIntegerField, CharField, DateTimeField, DoubleField, ForeignKeyField,
-                    IntegerField, Model, TextField)
+from peewee import (SQL, BigIntegerField, CharField, DateTimeField, DoubleField,
+                    ForeignKeyField, IntegerField, Model, TextField)
 from playhouse.migrate import SchemaMigrator, migrate
 
 import models
@@ -92,13 +92,21 @@ class IdempotencyKeyV2(Model):
         indexes = ((("scope", "key"), True),)
 
 
+def zero_default_column():
+    return IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+
+
 def two_way_chat(database, migrator):
     database.create_tables([AgentV2, IdempotencyKeyV2])
     migrate(
         migrator.add_column("message", "agent_id",
                             ForeignKeyField(AgentV2, field=AgentV2.id, null=True)),
-        migrator.add_column("chat", "customer_read_seq", IntegerField(default=0)),
-        migrator.add_column("chat", "agent_read_seq", IntegerField(default=0)),
+        # NOT NULL DEFAULT 0 in one ALTER: the migrator's default path would rebuild the chat
+        # table on SQLite, which the messages' foreign keys forbid.
+        migrator.add_column("chat", "customer_read_seq", zero_default_column(),
+                            allow_not_null=True),
+        migrator.add_column("chat", "agent_read_seq", zero_default_column(),
+                            allow_not_null=True),
         migrator.add_index("chat", ("updated_at", "id")),
         migrator.add_index("chat", ("status", "updated_at", "id")),
     )
@@ -117,6 +125,12 @@ def recorded_version(database):
         if row is not None:
             return row.version
     return 1 if database.table_exists("chat") else 0
+
+
+def current_version():
+    database = models.database
+    with database.bind_ctx([SchemaVersion]):
+        return recorded_version(database)
 
 
 def upgrade(target=LATEST):

@@ -85,9 +85,22 @@ class Customer:
         assert response.status_code == 200, response.json
         return response.json["data"]["chatId"]
 
-    def send(self, chat_id, message="Where can I find my subscription URL?", **data):
+    def send(self, chat_id, message="Where can I find my subscription URL?", headers=None,
+             **data):
         return self.post("/api/client/live/chat",
-                         {"chat_id": chat_id, "message": message, **data})
+                         {"chat_id": chat_id, "message": message, **data}, headers)
+
+    def poll(self, chat_id, **data):
+        return self.post("/api/client/live/messages", {"chat_id": chat_id, **data})
+
+    def list(self, **data):
+        return self.post("/api/client/live/list", data)
+
+    def read(self, chat_id, seq):
+        return self.post("/api/client/live/read", {"chat_id": chat_id, "seq": seq})
+
+    def close(self, chat_id):
+        return self.post("/api/client/live/close", {"chat_id": chat_id})
 
 
 @pytest.fixture
@@ -178,3 +191,42 @@ def running_server(tmp_path, database_url, command=None, env=None):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- agents --------------------------------------------------------------------------------
+
+@dataclass
+class AgentClient:
+    name: str
+    token: str
+    client: object
+
+    @property
+    def headers(self):
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path, **params):
+        return self.client.get(f"/api/agent{path}", query_string=params, headers=self.headers)
+
+    def post(self, path, data=None, headers=None):
+        body = {"json": {"data": data}} if data is not None else {}
+        return self.client.post(f"/api/agent{path}", headers={**self.headers, **(headers or {})},
+                                **body)
+
+    def reply(self, chat_id, message="How can I help?", headers=None, **data):
+        return self.post(f"/chats/{chat_id}/messages", {"message": message, **data}, headers)
+
+
+@pytest.fixture
+def make_agent(app, client):
+    def make(name="alice", display_name=None):
+        with app.app_context():
+            _, token = models.add_agent(name, display_name)
+        return AgentClient(name=name, token=token, client=client)
+
+    return make
+
+
+@pytest.fixture
+def agent(make_agent):
+    return make_agent("alice", "Alice")

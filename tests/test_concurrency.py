@@ -1,5 +1,6 @@
 """Concurrent senders against a real waitress server on a SQLite file."""
 import threading
+import time
 import uuid
 
 import requests
@@ -67,3 +68,100 @@ def test_concurrent_sends_lose_nothing_and_number_gap_free(tmp_path, database_ur
             seqs = [m.seq for m in chat.messages.order_by(models.Message.seq)]
             assert seqs == list(range(1, per_chat + 1))
             assert chat.last_seq == per_chat
+
+
+def seed_customer(app, email="poller@example.com"):
+    key = str(uuid.uuid4())
+    with app.app_context():
+        models.save_user(email, key)
+    return email, sign(email, key)
+
+
+def post(session, server, path, email, token, data, headers=None):
+    return session.post(f"{server.url}/api/client/live/{path}", timeout=30,
+                        json={"data": {"email": email, **data}},
+                        headers={"Authorization": f"Bearer {token}", **(headers or {})})
+
+
+def test_cursor_never_skips_or_repeats_under_concurrent_writers(tmp_path, database_url, app):
+    email, token = seed_customer(app)
+    with app.app_context():
+        _, agent_token = models.add_agent("writer")
+    models.database.close_all()
+
+    writers, per_writer = 8, 20
+    with running_server(tmp_path, database_url, env={"WAITRESS_THREADS": "16"}) as server:
+        session = requests.Session()
+        chat_id = post(session, server, "create", email, token,
+                       {"created_at": 1, "message": "start"}).json()["data"]["chatId"]
+        acknowledged, failures, done = [], [], threading.Event()
+
+        def writer(number):
+            with requests.Session() as own:
+                for index in range(per_writer):
+                    if number % 2:  # half the writers are the agent replying
+                        response = own.post(
+                            f"{server.url}/api/agent/chats/{chat_id}/messages", timeout=30,
+                            json={"data": {"message": f"w{number}-{index}"}},
+                            headers={"Authorization": f"Bearer {agent_token}"})
+                    else:
+                        response = post(own, server, "chat", email, token,
+                                        {"chat_id": chat_id, "message": f"w{number}-{index}"})
+                    if response.status_code == 200:
+                        acknowledged.append(response.json()["data"]["messageId"])
+                    else:
+                        failures.append(response.text)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+        for thread in threads:
+            thread.start()
+
+        seen, after = [], 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            page = post(session, server, "messages", email, token,
+                        {"chat_id": chat_id, "after": after, "limit": 7, "wait": 1}).json()
+            messages = page["data"]["messages"]
+            seen += [(m["seq"], m["messageId"]) for m in messages]
+            after = page["data"]["next_after"]
+            if not any(t.is_alive() for t in threads) and not page["data"]["has_more"] \
+                    and after == writers * per_writer + 1:
+                break
+        for thread in threads:
+            thread.join()
+
+    assert failures == []
+    seqs = [seq for seq, _ in seen]
+    assert seqs == list(range(1, writers * per_writer + 2))  # no gap, no repeat, in order
+    assert set(acknowledged) <= {message_id for _, message_id in seen}
+
+
+def test_concurrent_replays_of_one_key_store_one_message(tmp_path, database_url, app):
+    email, token = seed_customer(app)
+    models.database.close_all()
+    with running_server(tmp_path, database_url, env={"WAITRESS_THREADS": "16"}) as server:
+        session = requests.Session()
+        chat_id = post(session, server, "create", email, token,
+                       {"created_at": 1, "message": "start"}).json()["data"]["chatId"]
+        answers, barrier = [], threading.Barrier(10)
+
+        def replay():
+            with requests.Session() as own:
+                barrier.wait()
+                response = post(own, server, "chat", email, token,
+                                {"chat_id": chat_id, "message": "pay me once"},
+                                headers={"Idempotency-Key": "retry-42"})
+                answers.append((response.status_code, response.json()["data"]))
+
+        threads = [threading.Thread(target=replay) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert [status for status, _ in answers] == [200] * 10
+    assert len({data["messageId"] for _, data in answers}) == 1
+    with app.app_context():
+        chat = models.Chat.get(models.Chat.public_id == chat_id)
+        assert [m.body for m in chat.messages.order_by(models.Message.seq)] == [
+            "start", "pay me once"]

@@ -1,0 +1,80 @@
+"""The customer's chat list and read marks."""
+import pytest
+
+from conftest import assert_error
+
+
+def test_list_shows_own_chats_newest_activity_first(make_customer, agent):
+    alice, bob = make_customer(), make_customer()
+    first = alice.create("first")
+    second = alice.create("second")
+    bob.create("not alice's")
+    alice.send(first, "bump " + "x" * 300)
+
+    data = alice.list().json["data"]
+    assert [c["chatId"] for c in data["chats"]] == [first, second]
+    assert data["has_more"] is False and data["next_before"] is None
+    top = data["chats"][0]
+    assert set(top) == {"chatId", "status", "created_at", "updated_at", "last_message", "unread"}
+    assert top["last_message"]["seq"] == 2
+    assert top["last_message"]["sender"] == "user"
+    assert top["last_message"]["preview"] == ("bump " + "x" * 300)[:200]
+    assert top["unread"] == 0
+
+
+def test_list_pages_with_a_cursor_and_filters_status(customer):
+    chat_ids = [customer.create(f"chat {n}") for n in range(5)]
+    customer.close(chat_ids[1])
+
+    seen, before = [], None
+    while True:
+        data = customer.list(limit=2, **({"before": before} if before else {})).json["data"]
+        seen += [c["chatId"] for c in data["chats"]]
+        before = data["next_before"]
+        if not before:
+            break
+    assert seen == [chat_ids[1], chat_ids[4], chat_ids[3], chat_ids[2], chat_ids[0]]
+
+    closed = customer.list(status="closed").json["data"]["chats"]
+    assert [c["chatId"] for c in closed] == [chat_ids[1]]
+    opened = customer.list(status="open").json["data"]["chats"]
+    assert chat_ids[1] not in [c["chatId"] for c in opened] and len(opened) == 4
+
+
+@pytest.mark.parametrize("data,field", [
+    ({"status": "archived"}, "status"), ({"limit": 0}, "limit"), ({"limit": 101}, "limit"),
+    ({"before": "%%%"}, "before"), ({"before": ""}, "before"), ({"chat_id": "x"}, "chat_id"),
+])
+def test_list_validation(customer, data, field):
+    body = assert_error(customer.list(**data), 400, "validation_error")
+    assert list(body["error"]["fields"]) == [field]
+
+
+def test_unread_counts_agent_messages_after_the_read_mark(customer, agent):
+    chat_id = customer.create()
+    for text in ["one", "two", "three"]:
+        agent.reply(chat_id, text)
+    customer.send(chat_id, "mine")  # the customer's own messages are never unread for them
+    assert customer.list().json["data"]["chats"][0]["unread"] == 3
+
+    assert customer.read(chat_id, 3).json["data"] == {"chatId": chat_id, "read_seq": 3,
+                                                      "unread": 1}
+    # Never backward:
+    assert customer.read(chat_id, 1).json["data"]["read_seq"] == 3
+    assert customer.list().json["data"]["chats"][0]["unread"] == 1
+    assert customer.read(chat_id, 5).json["data"]["unread"] == 0
+
+
+@pytest.mark.parametrize("seq", [6, -1, "2", None, 1.5])
+def test_read_mark_validation(customer, seq):
+    chat_id = customer.create()
+    for text in ["a", "b", "c", "d"]:
+        customer.send(chat_id, text)
+    body = assert_error(customer.read(chat_id, seq), 400, "validation_error")
+    assert list(body["error"]["fields"]) == ["seq"]
+
+
+def test_read_mark_of_another_users_chat_is_not_found(make_customer):
+    alice, bob = make_customer(), make_customer()
+    chat_id = alice.create()
+    assert_error(bob.read(chat_id, 1), 404, "chat_not_found")

@@ -1,0 +1,97 @@
+"""Upgrading a database made by an earlier version keeps every chat and message usable."""
+import datetime
+
+import pytest
+
+import migrations
+import models
+from app import create_app
+
+from conftest import AgentClient, Customer, sign
+
+UUID = "123e4567-e89b-12d3-a456-426614174000"
+
+
+def build_version_1(database_url, record_version):
+    """The schema and data the first release (two spec endpoints) left behind."""
+    models.configure_database(database_url)
+    migrations.upgrade(target=1)
+    frozen = [migrations.SchemaVersion, migrations.UserV1, migrations.ChatV1,
+              migrations.MessageV1]
+    with models.database.bind_ctx(frozen):
+        now = datetime.datetime(2026, 1, 2, 3, 4, 5)
+        user = migrations.UserV1.create(email="old@example.com", uuid=UUID, name="Old",
+                                        created_at=now, updated_at=now)
+        for number in range(3):
+            chat = migrations.ChatV1.create(
+                public_id=f"chat-legacy-{number:017d}", user=user, status="open",
+                name="Basic Plan", plan_id=1, account_created_at=1600000000, last_seq=2,
+                created_at=now, updated_at=now + datetime.timedelta(minutes=number))
+            for seq in (1, 2):
+                migrations.MessageV1.create(
+                    public_id=f"msg-legacy-{number}-{seq:013d}", chat=chat, seq=seq,
+                    sender="user", body=f"chat {number} message {seq}", image_url=None,
+                    created_at=now)
+        if not record_version:  # the first release kept no schema_version table
+            models.database.drop_tables([migrations.SchemaVersion])
+    assert set(models.database.get_tables()) >= {"user", "chat", "message"}
+    assert "agent" not in models.database.get_tables()
+    models.database.close_all()
+
+
+@pytest.mark.parametrize("record_version", [False, True], ids=["unversioned", "version-1"])
+def test_upgrade_keeps_chats_and_messages_usable(database_url, record_version, caplog):
+    build_version_1(database_url, record_version)
+
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url})
+    assert "schema upgraded from version 1 to 2" in caplog.text
+    client = app.test_client()
+    customer = Customer("old@example.com", UUID, client)
+    with app.app_context():
+        _, token = models.add_agent("upgrader", "Up")
+    agent = AgentClient("upgrader", token, client)
+
+    chat_id = "chat-legacy-00000000000000002"
+    polled = customer.poll(chat_id).json["data"]
+    assert [m["message"] for m in polled["messages"]] == ["chat 2 message 1", "chat 2 message 2"]
+    assert polled["messages"][0]["messageId"] == "msg-legacy-2-0000000000001"
+
+    listed = customer.list().json["data"]["chats"]
+    assert [c["chatId"] for c in listed] == [f"chat-legacy-{n:017d}" for n in (2, 1, 0)]
+    assert all(c["unread"] == 0 for c in listed)
+
+    agent_list = agent.get("/chats").json["data"]["chats"]
+    assert len(agent_list) == 3 and agent_list[0]["unread"] == 2
+    assert agent_list[0]["customer"] == {"email": "old@example.com", "name": "Old"}
+
+    assert customer.send(chat_id, "after the upgrade").json["data"]["chatId"] == chat_id
+    assert agent.reply(chat_id, "welcome back").json["data"]["seq"] == 4
+    assert [m["seq"] for m in customer.poll(chat_id, after=2).json["data"]["messages"]] == [3, 4]
+
+    with app.app_context():
+        assert models.Message.select().count() == 8
+        assert migrations.current_version() == migrations.LATEST
+
+
+def test_db_upgrade_command(database_url, tmp_path):
+    build_version_1(database_url, record_version=True)
+    models.configure_database(database_url)
+    from flask import Flask
+
+    import cli
+    bare = Flask(__name__)  # not create_app: that would upgrade at start
+    bare.cli.add_command(cli.db)
+    runner = bare.test_cli_runner()
+    first = runner.invoke(args=["db", "upgrade"])
+    assert first.exit_code == 0, first.output
+    assert "schema upgraded from version 1 to 2" in first.output
+    again = runner.invoke(args=["db", "upgrade"])
+    assert "schema is up to date (version 2)" in again.output
+    models.database.close_all()
+
+
+def test_fresh_database_gets_the_latest_version(app):
+    with app.app_context():
+        assert migrations.current_version() == migrations.LATEST
+        assert {"agent", "idempotency_key", "schema_version"} <= set(
+            models.database.get_tables())

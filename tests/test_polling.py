@@ -1,0 +1,131 @@
+"""Polling for messages: a gap-free forward cursor, and long-polls that wake promptly."""
+import threading
+import time
+
+import pytest
+
+from app import create_app
+
+from conftest import AgentClient, Customer, assert_error
+
+
+def test_cursor_pages_through_in_order(customer, agent):
+    chat_id = customer.create("m1")
+    for number in range(2, 8):
+        sender = agent.reply if number % 2 else customer.send
+        assert sender(chat_id, f"m{number}").status_code == 200
+
+    seen, after = [], 0
+    while True:
+        page = customer.poll(chat_id, after=after, limit=3).json["data"]
+        seen += [m["message"] for m in page["messages"]]
+        assert page["next_after"] == (page["messages"][-1]["seq"] if page["messages"] else after)
+        after = page["next_after"]
+        if not page["has_more"]:
+            break
+    assert seen == [f"m{n}" for n in range(1, 8)]
+
+    empty = customer.poll(chat_id, after=7).json["data"]
+    assert empty["messages"] == [] and empty["next_after"] == 7 and empty["has_more"] is False
+
+
+def test_message_shape(customer):
+    chat_id = customer.create("look", image_url="https://example.com/a.png")
+    [message] = customer.poll(chat_id).json["data"]["messages"]
+    assert set(message) == {"messageId", "seq", "sender", "message", "image_url", "created_at",
+                            "agent_name"}
+    assert message["image_url"] == "https://example.com/a.png"
+    assert message["created_at"].endswith("Z") and "T" in message["created_at"]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("after", -1), ("after", "1"), ("after", 1.5), ("limit", 0), ("limit", 101),
+    ("limit", True), ("wait", -1), ("wait", 26), ("wait", "1"), ("chat_id", None),
+])
+def test_poll_validation(customer, field, value):
+    data = {"chat_id": customer.create(), field: value}
+    response = customer.post("/api/client/live/messages", data)
+    body = assert_error(response, 400, "validation_error")
+    assert list(body["error"]["fields"]) == [field]
+
+
+def test_poll_of_another_users_chat_is_not_found(make_customer):
+    alice, bob = make_customer(), make_customer()
+    chat_id = alice.create()
+    foreign = bob.poll(chat_id)
+    assert_error(foreign, 404, "chat_not_found")
+    assert foreign.get_data() == bob.poll("chat-nothing-here").get_data()
+
+
+def later(seconds, action):
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    return timer
+
+
+def test_long_poll_wakes_within_a_second_of_a_new_message(customer, agent):
+    chat_id = customer.create()
+    later(0.5, lambda: agent.reply(chat_id, "here I am"))
+    started = time.monotonic()
+    page = customer.poll(chat_id, after=1, wait=10).json["data"]
+    elapsed = time.monotonic() - started
+    assert [m["message"] for m in page["messages"]] == ["here I am"]
+    assert 0.4 < elapsed < 1.5
+
+
+def test_agent_long_poll_wakes_on_customer_message(customer, agent):
+    chat_id = customer.create()
+    later(0.3, lambda: customer.send(chat_id, "are you there?"))
+    started = time.monotonic()
+    page = agent.get(f"/chats/{chat_id}/messages", after=1, wait=10).json["data"]
+    assert [m["message"] for m in page["messages"]] == ["are you there?"]
+    assert time.monotonic() - started < 1.5
+
+
+def test_long_poll_answers_empty_after_its_wait(customer):
+    chat_id = customer.create()
+    started = time.monotonic()
+    page = customer.poll(chat_id, after=1, wait=1).json["data"]
+    assert page["messages"] == [] and page["next_after"] == 1
+    assert 0.9 < time.monotonic() - started < 2
+
+
+def test_long_poll_returns_at_once_when_messages_exist(customer):
+    chat_id = customer.create()
+    started = time.monotonic()
+    assert len(customer.poll(chat_id, after=0, wait=20).json["data"]["messages"]) == 1
+    assert time.monotonic() - started < 0.5
+
+
+def test_waiter_cap_answers_at_once_beyond_it(database_url, make_customer):
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url,
+                      "LONGPOLL_MAX_WAITERS": 1})
+    customer = make_customer()
+    customer = Customer(customer.email, customer.uuid, app.test_client())
+    chat_id = customer.create()
+
+    first = threading.Thread(target=customer.poll, args=(chat_id,),
+                             kwargs={"after": 1, "wait": 3})
+    first.start()
+    time.sleep(0.3)  # the first poll now holds the only waiting slot
+    started = time.monotonic()
+    page = customer.poll(chat_id, after=1, wait=3).json["data"]
+    assert page["messages"] == []
+    assert time.monotonic() - started < 0.5
+    first.join()
+    # The slot is free again: waiting works once more.
+    started = time.monotonic()
+    customer.poll(chat_id, after=1, wait=1)
+    assert time.monotonic() - started >= 0.9
+
+
+def test_agent_poll_validation(agent, customer):
+    chat_id = customer.create()
+    for params, field in [({"after": "x"}, "after"), ({"limit": "500"}, "limit"),
+                          ({"wait": "nan"}, "wait"), ({"bogus": "1"}, "bogus")]:
+        body = assert_error(agent.get(f"/chats/{chat_id}/messages", **params), 400,
+                            "validation_error")
+        assert list(body["error"]["fields"]) == [field]
+    assert_error(agent.get("/chats/chat-missing/messages"), 404, "chat_not_found")
+    assert_error(agent.get("/chats/" + "x" * 200 + "/messages"), 404, "chat_not_found")
+    assert_error(agent.get("/chats/chat%00nul/messages"), 404, "chat_not_found")
