@@ -87,8 +87,10 @@ def register_blueprints(app):
     import admin_api
     import agent_api
     import customer_api
+    import openapi
 
     app.register_blueprint(customer_api.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(admin_api.bp)
 

@@ -16,7 +16,7 @@ MAX_URL_LENGTH = 2_048
 MAX_CHAT_ID_LENGTH = 64
 MAX_PLAN_ID = 2**63 - 1
 MAX_UNIX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
-UUID_PATTERN = re.compile(r"\A[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+UUID_PATTERN = "[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
 
 
 def storable_text(value):
@@ -26,6 +26,11 @@ def storable_text(value):
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError("Must be valid Unicode text.") from None
+
+
+def uuid_shape(value):
+    if not re.fullmatch(UUID_PATTERN, value):
+        raise ValidationError("Must be a UUID: 8-4-4-4-12 hexadecimal digits.")
 
 
 def not_blank(value):
@@ -112,8 +117,8 @@ class UserSchema(StrictSchema):
     """A user as provisioned by the CLI or the admin API."""
 
     email = NormalizedEmail(required=True)
-    uuid = fields.String(required=True, validate=validate.Regexp(
-        UUID_PATTERN, error="Must be a UUID: 8-4-4-4-12 hexadecimal digits."))
+    uuid = fields.String(required=True, validate=uuid_shape,
+                         metadata={"pattern": f"^{UUID_PATTERN}$"})
     name = Text(load_default=None, allow_none=True, max_length=MAX_NAME_LENGTH)
 
 
