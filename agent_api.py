@@ -1,10 +1,10 @@
 """The agent API: support agents list chats, read them and reply, with their own tokens."""
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 
 import chats
 from auth import require_agent
 from errors import envelope, read_data
-from idempotency import once
+from idempotency import answer_once
 from models import CHAT_CLOSED, CHAT_OPEN, SENDER_AGENT, SENDER_USER, Chat
 from schemas import AgentChatsQuery, AgentMessagesQuery, AgentReadSchema, AgentReplySchema
 
@@ -46,12 +46,7 @@ def get_chat(chat_id):
 @require_agent
 def poll_messages(chat_id):
     query = messages_query.load(request.args.to_dict())
-    chat = chats.find_chat(chat_id)
-    status, messages, has_more = chats.poll_messages(
-        chat, query["after"], query["limit"], query["wait"],
-        current_app.extensions["longpoll_slots"])
-    return envelope("Messages.", chats.page_json(chat, query["after"], messages, has_more,
-                                                 status, for_agent=True))
+    return envelope("Messages.", chats.poll_page(chats.find_chat(chat_id), query, for_agent=True))
 
 
 @bp.post("/chats/<chat_id>/messages")
@@ -65,10 +60,8 @@ def reply(chat_id):
                                     agent=g.agent)
         return {"chatId": chat.public_id, "messageId": message.public_id, "seq": message.seq}
 
-    data, replayed = once(f"agent:{g.agent.id}", read_data(), work,
-                          current_app.config["IDEMPOTENCY_KEY_HOURS"])
-    return envelope("Reply sent.", data,
-                    headers={"Idempotent-Replayed": "true"} if replayed else {})
+    data, headers = answer_once(f"agent:{g.agent.id}", work)
+    return envelope("Reply sent.", data, headers=headers)
 
 
 @bp.post("/chats/<chat_id>/read")

@@ -14,10 +14,11 @@ import datetime
 import threading
 import time
 
+from flask import current_app
 from marshmallow import ValidationError
 from peewee import JOIN, Tuple, fn
 
-from models import (CHAT_CLOSED, CHAT_OPEN, SENDER_AGENT, SENDER_USER, Agent, Chat, Message,
+from models import (CHAT_CLOSED, CHAT_OPEN, SENDER_USER, Agent, Chat, Message,
                     User, database, new_public_id, utcnow, write_transaction)
 
 MAX_CHAT_ID_LENGTH = 64
@@ -175,7 +176,8 @@ def messages_after(chat, after, limit):
 
 
 def poll_messages(chat, after, limit, wait, waiter_slots):
-    """`messages_after`, waiting up to `wait` seconds for a first new message.
+    """`messages_after`, waiting up to `wait` seconds for a first new message (or for the chat
+    to be closed or reopened).
 
     Waiting holds a waitress thread, so at most `waiter_slots` requests wait at once; beyond
     that the answer comes at once. A waiter gives its database connection back while idle.
@@ -183,13 +185,14 @@ def poll_messages(chat, after, limit, wait, waiter_slots):
     result = messages_after(chat, after, limit)
     if result[1] or wait <= 0 or not waiter_slots.acquire(blocking=False):
         return result
+    status_before = result[0]
     try:
         deadline = time.monotonic() + wait
         with notifier.watching(chat.id) as wait_for_change:
             while True:
                 result = messages_after(chat, after, limit)
                 remaining = deadline - time.monotonic()
-                if result[1] or remaining <= 0:
+                if result[1] or result[0] != status_before or remaining <= 0:
                     return result
                 database.close()
                 wait_for_change(min(remaining, CROSS_PROCESS_POLL_SECONDS))
@@ -289,7 +292,11 @@ def agent_chat_json(chat):
             "last_message": last_message_json(chat.last_message), "unread": chat.unread}
 
 
-def page_json(chat, after, messages, has_more, status, for_agent):
+def poll_page(chat, fields, for_agent):
+    """The answer to a poll with `after`, `limit` and `wait`, as the customer or an agent."""
+    after = fields["after"]
+    status, messages, has_more = poll_messages(chat, after, fields["limit"], fields["wait"],
+                                               current_app.extensions["longpoll_slots"])
     return {"chatId": chat.public_id, "status": status,
             "messages": [message_json(message, for_agent) for message in messages],
             "next_after": messages[-1].seq if messages else after, "has_more": has_more}

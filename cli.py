@@ -88,7 +88,7 @@ def csv_rows(lines):
     """(line number, row dict or error text) for each data row of a CSV with a header."""
     reader = csv.DictReader(lines, restkey="_extra")
     header = reader.fieldnames or []
-    if "email" not in header or "uuid" not in header or not set(header) <= {"email", "uuid", "name"}:
+    if not {"email", "uuid"} <= set(header) <= {"email", "uuid", "name"}:
         raise click.ClickException("the CSV header must be email,uuid or email,uuid,name")
     for row in reader:
         if "_extra" in row:

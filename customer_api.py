@@ -1,11 +1,11 @@
 """The customer API: the two endpoints of `shared/spec/live-chat-api.md`, then polling for
 replies, the chat list, read marks and closing."""
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 
 import chats
 from auth import require_user
 from errors import envelope, read_data
-from idempotency import once
+from idempotency import answer_once
 from models import CHAT_CLOSED, SENDER_AGENT, SENDER_USER, Chat
 from schemas import (ChatRefSchema, CreateChatSchema, ListChatsSchema, PollSchema, ReadSchema,
                      SendMessageSchema)
@@ -18,13 +18,6 @@ poll_schema = PollSchema()
 list_chats_schema = ListChatsSchema()
 read_schema = ReadSchema()
 chat_ref_schema = ChatRefSchema()
-
-
-def idempotent(work):
-    """Run `work` once per customer and Idempotency-Key; a replay says so in a header."""
-    data, replayed = once(f"user:{g.user.id}", read_data(), work,
-                          current_app.config["IDEMPOTENCY_KEY_HOURS"])
-    return data, {"Idempotent-Replayed": "true"} if replayed else {}
 
 
 def own_chat(fields):
@@ -43,7 +36,7 @@ def create_chat():
             image_url=fields["image_url"])
         return {"chatId": chat.public_id, "messageId": message.public_id}
 
-    data, headers = idempotent(work)
+    data, headers = answer_once(f"user:{g.user.id}", work)
     return envelope("Live chat session created successfully.", data, headers=headers)
 
 
@@ -57,7 +50,7 @@ def send_message():
         message = chats.add_message(chat, SENDER_USER, fields["message"], fields["image_url"])
         return {"chatId": chat.public_id, "messageId": message.public_id}
 
-    data, headers = idempotent(work)
+    data, headers = answer_once(f"user:{g.user.id}", work)
     return envelope("Message sent successfully.", data, headers=headers)
 
 
@@ -65,12 +58,7 @@ def send_message():
 @require_user
 def poll_messages():
     fields = poll_schema.load(read_data())
-    chat = own_chat(fields)
-    status, messages, has_more = chats.poll_messages(
-        chat, fields["after"], fields["limit"], fields["wait"],
-        current_app.extensions["longpoll_slots"])
-    return envelope("Messages.", chats.page_json(chat, fields["after"], messages, has_more,
-                                                 status, for_agent=False))
+    return envelope("Messages.", chats.poll_page(own_chat(fields), fields, for_agent=False))
 
 
 @bp.post("/list")

@@ -13,7 +13,7 @@ from peewee import IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 import chats
-from idempotency import IdempotencyKeyReused
+from models import IdempotencyKeyReused
 
 
 def envelope(message, data=None, status=200, headers=None):

@@ -13,18 +13,16 @@ import re
 import threading
 import time
 
-from flask import request
+from flask import current_app, request
 from marshmallow import ValidationError
 
+import models
+from errors import read_data
 from models import IdempotencyKey, utcnow, write_transaction
 
 HEADER = "Idempotency-Key"
 KEY_SHAPE = re.compile(r"\A[\x20-\x7e]{1,255}\Z")
 PURGE_EVERY_SECONDS = 60
-
-
-class IdempotencyKeyReused(Exception):
-    """The same key came back with a different request."""
 
 
 def request_key():
@@ -62,6 +60,14 @@ class Purger:
 purger = Purger()
 
 
+def answer_once(scope, work):
+    """`once` for the current request: (data, headers), the headers saying when it is a replay.
+    """
+    data, replayed = once(scope, read_data(), work,
+                          current_app.config["IDEMPOTENCY_KEY_HOURS"])
+    return data, {"Idempotent-Replayed": "true"} if replayed else {}
+
+
 def once(scope, data, work, lifetime_hours):
     """`work()` (which returns the answer's `data`) once per caller and key: (data, replayed).
 
@@ -84,5 +90,5 @@ def once(scope, data, work, lifetime_hours):
             return answer, False
         first = IdempotencyKey.get((IdempotencyKey.scope == scope) & (IdempotencyKey.key == key))
     if first.fingerprint != request_print:
-        raise IdempotencyKeyReused()
+        raise models.IdempotencyKeyReused()
     return json.loads(first.response), True

@@ -210,6 +210,10 @@ def has_active_users():
     return active_users().exists()
 
 
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key came back with a different request."""
+
+
 # --- agents ------------------------------------------------------------------------------
 
 class AgentExists(Exception):

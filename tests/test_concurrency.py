@@ -94,7 +94,7 @@ def test_cursor_never_skips_or_repeats_under_concurrent_writers(tmp_path, databa
         session = requests.Session()
         chat_id = post(session, server, "create", email, token,
                        {"created_at": 1, "message": "start"}).json()["data"]["chatId"]
-        acknowledged, failures, done = [], [], threading.Event()
+        acknowledged, failures = [], []
 
         def writer(number):
             with requests.Session() as own:

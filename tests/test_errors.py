@@ -4,7 +4,6 @@ import logging
 import pytest
 
 import chats
-import models
 
 from conftest import assert_error
 

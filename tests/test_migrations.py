@@ -7,7 +7,7 @@ import migrations
 import models
 from app import create_app
 
-from conftest import AgentClient, Customer, sign
+from conftest import AgentClient, Customer
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 

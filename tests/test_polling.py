@@ -6,7 +6,7 @@ import pytest
 
 from app import create_app
 
-from conftest import AgentClient, Customer, assert_error
+from conftest import Customer, assert_error
 
 
 def test_cursor_pages_through_in_order(customer, agent):
@@ -129,3 +129,12 @@ def test_agent_poll_validation(agent, customer):
     assert_error(agent.get("/chats/chat-missing/messages"), 404, "chat_not_found")
     assert_error(agent.get("/chats/" + "x" * 200 + "/messages"), 404, "chat_not_found")
     assert_error(agent.get("/chats/chat%00nul/messages"), 404, "chat_not_found")
+
+
+def test_long_poll_wakes_when_the_chat_is_closed(customer, agent):
+    chat_id = customer.create()
+    later(0.3, lambda: agent.post(f"/chats/{chat_id}/close"))
+    started = time.monotonic()
+    page = customer.poll(chat_id, after=1, wait=10).json["data"]
+    assert page["status"] == "closed" and page["messages"] == []
+    assert time.monotonic() - started < 1.5

@@ -12,7 +12,9 @@ def test_sqlite_pragmas(tmp_path, setting, expected):
         config["SQLITE_SYNCHRONOUS"] = setting
     app = create_app(config)
     with app.app_context():
-        pragma = lambda name: models.database.execute_sql(f"PRAGMA {name}").fetchone()[0]
+        def pragma(name):
+            return models.database.execute_sql(f"PRAGMA {name}").fetchone()[0]
+
         assert pragma("journal_mode") == "wal"
         assert pragma("foreign_keys") == 1
         assert pragma("busy_timeout") >= 5000
