@@ -14,6 +14,7 @@ from flask_cors import CORS
 import migrations
 import models
 from errors import envelope, register_error_handlers
+from ratelimits import setup_limits
 
 DEFAULTS = {
     "DATABASE_URL": None,  # None: a SQLite file in the instance folder
@@ -24,6 +25,13 @@ DEFAULTS = {
     "ADMIN_TOKEN": None,
     "LONGPOLL_MAX_WAITERS": 8,
     "IDEMPOTENCY_KEY_HOURS": 24,
+    "MAX_OPEN_CHATS": 20,
+    "MAX_HEADER_BYTES": 8 * 1024,
+    "RATELIMIT_ENABLED": True,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_AUTH_FAILURES": "20 per minute",
+    "RATELIMIT_CUSTOMER_SENDS": "60 per minute",
+    "RATELIMIT_AGENT_CALLS": "600 per minute",
 }
 
 # Settings read from the environment, with the type each one is converted to.
@@ -36,6 +44,13 @@ ENVIRONMENT = {
     "ADMIN_TOKEN": str,
     "LONGPOLL_MAX_WAITERS": int,
     "IDEMPOTENCY_KEY_HOURS": float,
+    "MAX_OPEN_CHATS": int,
+    "MAX_HEADER_BYTES": int,
+    "RATELIMIT_ENABLED": lambda value: value.strip().lower() in ("1", "true", "yes", "on"),
+    "RATELIMIT_STORAGE_URI": str,
+    "RATELIMIT_AUTH_FAILURES": str,
+    "RATELIMIT_CUSTOMER_SENDS": str,
+    "RATELIMIT_AGENT_CALLS": str,
 }
 
 
@@ -115,6 +130,7 @@ def create_app(config=None):
     register_error_handlers(app)
     setup_database(app)
     setup_cors(app)
+    setup_limits(app)
     register_blueprints(app)
     register_commands(app)
 
@@ -140,8 +156,20 @@ def main():
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
-    serve(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8080")),
-          threads=int(os.environ.get("WAITRESS_THREADS", "16")))
+    serve(app, **waitress_settings(os.environ))
+
+
+def waitress_settings(environ):
+    settings = {"host": environ.get("HOST", "0.0.0.0"), "port": int(environ.get("PORT", "8080")),
+                "threads": int(environ.get("WAITRESS_THREADS", "16")),
+                # A backstop: the app answers 431 in JSON from MAX_HEADER_BYTES on.
+                "max_request_header_size": 64 * 1024}
+    if environ.get("TRUSTED_PROXY"):
+        # Take the client address from X-Forwarded-For, but only from this proxy.
+        settings.update(trusted_proxy=environ["TRUSTED_PROXY"],
+                        trusted_proxy_headers={"x-forwarded-for"}, trusted_proxy_count=1,
+                        clear_untrusted_proxy_headers=True)
+    return settings
 
 
 if __name__ == "__main__":

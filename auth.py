@@ -15,6 +15,7 @@ from werkzeug.exceptions import NotFound
 
 import models
 from errors import read_data, unauthorized
+from ratelimits import agent_calls
 
 HEX_TOKEN = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 # Signs for emails that match no user, so an unknown email costs what a known one does.
@@ -98,12 +99,13 @@ def authenticate_agent():
 
 
 def require_agent(view):
-    """Authenticate a support agent into `g.agent`."""
+    """Authenticate a support agent into `g.agent`, then count the call against its limit."""
+    limited_view = agent_calls(view)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         g.agent = authenticate_agent()
-        return view(*args, **kwargs)
+        return limited_view(*args, **kwargs)
 
     return wrapper
 

@@ -18,8 +18,8 @@ from flask import current_app
 from marshmallow import ValidationError
 from peewee import JOIN, Tuple, fn
 
-from models import (CHAT_CLOSED, CHAT_OPEN, SENDER_USER, Agent, Chat, Message,
-                    User, database, new_public_id, utcnow, write_transaction)
+from models import (CHAT_OPEN, SENDER_USER, Agent, Chat, Message, User, database, lock_user,
+                    new_public_id, utcnow, write_transaction)
 
 MAX_CHAT_ID_LENGTH = 64
 CROSS_PROCESS_POLL_SECONDS = 0.5  # a long-poll re-reads this often for writes by other processes
@@ -32,6 +32,10 @@ class ChatNotFound(Exception):
 
 class ChatClosed(Exception):
     """The chat is closed; nothing more can be sent into it."""
+
+
+class TooManyOpenChats(Exception):
+    """The customer already has as many open chats as allowed."""
 
 
 class ChatNotifier:
@@ -100,9 +104,15 @@ def find_chat(public_id, user=None):
     return chat
 
 
-def create_chat(user, name, plan_id, account_created_at, body, image_url=None):
-    """Open a chat and store its first message, both or neither."""
+def create_chat(user, name, plan_id, account_created_at, body, image_url=None, max_open=None):
+    """Open a chat and store its first message, both or neither; at most `max_open` open chats
+    per customer."""
     with write_transaction():
+        if max_open is not None:
+            lock_user(user)  # concurrent creates by one customer count one after the other
+            open_chats = Chat.select().where((Chat.user == user) & (Chat.status == CHAT_OPEN))
+            if open_chats.count() >= max_open:
+                raise TooManyOpenChats()
         now = utcnow()
         chat = Chat.create(public_id=new_public_id("chat"), user=user, name=name,
                            plan_id=plan_id, account_created_at=account_created_at,
@@ -302,4 +312,3 @@ def poll_page(chat, fields, for_agent):
             "next_after": messages[-1].seq if messages else after, "has_more": has_more}
 
 
-STATUSES = (CHAT_OPEN, CHAT_CLOSED)

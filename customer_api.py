@@ -1,11 +1,12 @@
 """The customer API: the two endpoints of `shared/spec/live-chat-api.md`, then polling for
 replies, the chat list, read marks and closing."""
-from flask import Blueprint, g
+from flask import Blueprint, current_app, g
 
 import chats
 from auth import require_user
 from errors import envelope, read_data
 from idempotency import answer_once
+from ratelimits import customer_sends
 from models import CHAT_CLOSED, SENDER_AGENT, SENDER_USER, Chat
 from schemas import (ChatRefSchema, CreateChatSchema, ListChatsSchema, PollSchema, ReadSchema,
                      SendMessageSchema)
@@ -26,6 +27,7 @@ def own_chat(fields):
 
 @bp.post("/create")
 @require_user
+@customer_sends
 def create_chat():
     fields = create_chat_schema.load(read_data())
 
@@ -33,7 +35,7 @@ def create_chat():
         chat, message = chats.create_chat(
             g.user, name=fields["name"], plan_id=fields["plan_id"],
             account_created_at=fields["created_at"], body=fields["message"],
-            image_url=fields["image_url"])
+            image_url=fields["image_url"], max_open=current_app.config["MAX_OPEN_CHATS"])
         return {"chatId": chat.public_id, "messageId": message.public_id}
 
     data, headers = answer_once(f"user:{g.user.id}", work)
@@ -42,6 +44,7 @@ def create_chat():
 
 @bp.post("/chat")
 @require_user
+@customer_sends
 def send_message():
     fields = send_message_schema.load(read_data())
     chat = own_chat(fields)

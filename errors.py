@@ -75,6 +75,8 @@ def read_data():
 MODEL_ERRORS = {
     chats.ChatNotFound: (404, "chat_not_found", "Chat not found."),
     chats.ChatClosed: (409, "chat_closed", "This chat is closed."),
+    chats.TooManyOpenChats: (409, "too_many_open_chats",
+                             "Too many open chats; close one before starting another."),
     IdempotencyKeyReused: (422, "idempotency_key_reused",
                            "This Idempotency-Key was already used with a different request."),
 }

@@ -165,6 +165,13 @@ def migration_lock():
         database.execute_sql("SELECT pg_advisory_xact_lock(727274)")
 
 
+def lock_user(user):
+    """Inside a write transaction: hold the user's row until it ends (SQLite's IMMEDIATE
+    transaction already excludes every other writer)."""
+    if not is_sqlite():
+        User.select(User.id).where(User.id == user.id).for_update().execute()
+
+
 def check_database():
     database.execute_sql("SELECT 1")
 

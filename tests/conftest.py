@@ -171,11 +171,14 @@ def wait_until_healthy(url, process, log_path, timeout=20):
 
 @contextmanager
 def running_server(tmp_path, database_url, command=None, env=None):
-    """`python app.py` (or `command`, with {port} filled in) on a free loopback port."""
+    """`python app.py` (or `command`, with {port} filled in) on a free loopback port.
+
+    Rate limits are off unless `env` turns them on: these servers take load from one address.
+    """
     port = free_port()
     log_path = str(tmp_path / f"server-{port}.log")
     environment = {**os.environ, "DATABASE_URL": database_url, "HOST": "127.0.0.1",
-                   "PORT": str(port), **(env or {})}
+                   "PORT": str(port), "RATELIMIT_ENABLED": "false", **(env or {})}
     command = [part.format(port=port) for part in (command or [sys.executable, "app.py"])]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log,

@@ -29,7 +29,8 @@ class Credentials:
 def fuzzed_app(database_url):
     # No waiting slots: a generated `wait` of 25 s answers at once instead of stalling the run.
     return create_app({"TESTING": True, "DATABASE_URL": database_url,
-                       "ADMIN_TOKEN": ADMIN_TOKEN, "LONGPOLL_MAX_WAITERS": 0})
+                       "ADMIN_TOKEN": ADMIN_TOKEN, "LONGPOLL_MAX_WAITERS": 0,
+                       "RATELIMIT_ENABLED": False})
 
 
 @pytest.fixture

@@ -1,0 +1,54 @@
+"""Rate limits (flask-limiter) and the limits on what a client controls.
+
+- failed authentications per client IP, across every endpoint;
+- customer sends (create and chat) per user;
+- agent calls per agent.
+
+The per-user and per-agent limits are checked inside the auth decorators' views, after the
+caller is known. Behind a proxy the client IP is the one waitress takes from X-Forwarded-For,
+and only when TRUSTED_PROXY names that proxy, so a spoofed header changes nothing.
+"""
+import math
+import time
+
+from flask import current_app, g, request
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from errors import APIError
+
+limiter = Limiter(
+    key_func=get_remote_address,
+    application_limits=[lambda: current_app.config["RATELIMIT_AUTH_FAILURES"]],
+    application_limits_deduct_when=lambda response: response.status_code == 401,
+)
+
+customer_sends = limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_CUSTOMER_SENDS"], scope="customer-sends",
+    key_func=lambda: f"user:{g.user.id}")
+
+agent_calls = limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_AGENT_CALLS"], scope="agent-calls",
+    key_func=lambda: f"agent:{g.agent.id}")
+
+
+def refuse_large_headers():
+    """Headers past MAX_HEADER_BYTES get a JSON 431 (waitress's own, larger cap is a backstop
+    that answers in plain text)."""
+    size = sum(len(name) + len(value) + 4 for name, value in request.headers.items())
+    if size > current_app.config["MAX_HEADER_BYTES"]:
+        raise APIError(431, "headers_too_large", "The request headers are too large.")
+
+
+def rate_limited(error):
+    """429 in the envelope, with the seconds until the breached window resets."""
+    breached = limiter.current_limit
+    wait = math.ceil(breached.reset_at - time.time()) if breached else 60
+    return APIError(429, "rate_limited", "Too many requests; retry after Retry-After seconds.",
+                    headers={"Retry-After": str(max(wait, 1))}).to_response()
+
+
+def setup_limits(app):
+    limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, rate_limited)
+    app.before_request(refuse_large_headers)
