@@ -206,3 +206,27 @@ def upgrade_database():
         click.echo(f"schema is up to date (version {end})")
     else:
         click.echo(f"schema upgraded from version {start} to {end}")
+
+
+@db.command("copy")
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="The database to copy into, e.g. postgresql://user:pass@host:5432/db")
+def copy_database(target_url):
+    """Copy this database (DATABASE_URL) into an empty one, then check the row counts.
+
+    Stop the service first, so that nothing is written while the copy runs.
+    """
+    try:
+        counts = migrations.copy_database(
+            target_url, on_batch=lambda model, count: click.echo(
+                f"  {model._meta.table_name}: +{count}", err=True))
+    except migrations.TargetNotEmpty:
+        raise click.ClickException("the target database already holds data") from None
+    mismatched = False
+    for table, (in_source, in_target) in counts.items():
+        verdict = "ok" if in_source == in_target else "MISMATCH"
+        mismatched |= in_source != in_target
+        click.echo(f"{table}: {in_source} -> {in_target} {verdict}")
+    if mismatched:
+        raise click.ClickException("row counts differ: do not switch to the copy")
+    click.echo("copy verified: every table has the same number of rows")

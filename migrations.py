@@ -1,4 +1,4 @@
-"""Schema versions, and the migrations from each to the next.
+"""Schema versions, the migrations from each to the next, and copying a whole database.
 
 The schema's version is recorded in `schema_version`. Every change to it ships as a function
 here, applied in order at start and by `flask --app app db upgrade`, on SQLite and PostgreSQL
@@ -151,3 +151,54 @@ def upgrade(target=LATEST):
                 SchemaVersion.create(version=version + 1)
     database.close()
     return start, max(start, target)
+
+
+# --- copying a database (SQLite to PostgreSQL, say) ---------------------------------------
+
+COPY_ORDER = [models.User, models.Agent, models.Chat, models.Message, models.IdempotencyKey]
+COPY_BATCH = 1000
+
+
+class TargetNotEmpty(Exception):
+    """The database to copy into already holds data."""
+
+
+def copy_database(target_url, on_batch=lambda model, count: None):
+    """Copy every row of the current database into `target_url`, ids and all.
+
+    The target gets the latest schema first and must hold no data. Returns {table: (rows in
+    the source, rows in the target)} so the caller can check the two agree.
+    """
+    source = models.database.obj
+    target = models.open_database(target_url)
+    try:
+        models.database.initialize(target)
+        try:
+            upgrade()
+            if any(model.select().exists() for model in COPY_ORDER):
+                raise TargetNotEmpty(models.describe_database())
+        finally:
+            models.database.initialize(source)
+        for model in COPY_ORDER:
+            copy_table(model, target, on_batch)
+        models.reset_sequences(target, COPY_ORDER)
+        return {model._meta.table_name: count_both(model, target) for model in COPY_ORDER}
+    finally:
+        target.close_all()
+
+
+def copy_table(model, target, on_batch):
+    last_id = 0
+    while rows := list(model.select().where(model.id > last_id).order_by(model.id)
+                       .limit(COPY_BATCH).dicts()):
+        with target.bind_ctx([model], bind_refs=False, bind_backrefs=False):
+            with target.atomic():
+                model.insert_many(rows).execute()
+        last_id = rows[-1]["id"]
+        on_batch(model, len(rows))
+
+
+def count_both(model, target):
+    in_source = model.select().count()
+    with target.bind_ctx([model], bind_refs=False, bind_backrefs=False):
+        return in_source, model.select().count()

@@ -106,7 +106,7 @@ def is_sqlite():
     return database.obj is not None and database.obj.__class__.__name__.endswith("SqliteDatabase")
 
 
-def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32):
+def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_current=True):
     """Point the models at `url` through a connection pool (migrations.py makes the tables).
 
     A pool, because opening and closing a SQLite connection per request costs about half the
@@ -128,10 +128,31 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32):
         options.update(stale_timeout=300)
     else:
         raise ValueError(f"unsupported DATABASE_URL scheme: {parts.scheme!r}")
-    if database.obj is not None:
+    if database.obj is not None and close_current:
         database.obj.close_all()
     database.initialize(connect_url(pooled_url, **options))
     return database.obj
+
+
+def open_database(url, sqlite_synchronous="NORMAL", pool_size=4):
+    """A second database (for `db copy`), configured as `configure_database` would; the models
+    stay on the first."""
+    current = database.obj
+    try:
+        return configure_database(url, sqlite_synchronous, pool_size, close_current=False)
+    finally:
+        database.initialize(current)
+
+
+def reset_sequences(db, models):
+    """After rows were copied in with their ids, make the next ids follow them. SQLite takes
+    max(id) + 1 by itself; PostgreSQL's sequences must be told."""
+    if db.__class__.__name__.endswith("SqliteDatabase"):
+        return
+    for model in models:
+        table = model._meta.table_name
+        db.execute_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
+                       f"COALESCE((SELECT MAX(id) FROM \"{table}\"), 0) + 1, false)")
 
 
 def describe_database():

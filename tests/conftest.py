@@ -35,6 +35,14 @@ def reset_postgres(url):
         connection.execute("CREATE SCHEMA public")
 
 
+@pytest.fixture(autouse=True)
+def close_connections():
+    """Whatever app a test made last, its pooled connections close with the test."""
+    yield
+    if models.database.obj is not None:
+        models.database.obj.close_all()
+
+
 @pytest.fixture
 def database_url(tmp_path):
     url = os.environ.get("TEST_DATABASE_URL")
