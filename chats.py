@@ -16,10 +16,10 @@ import time
 
 from flask import current_app
 from marshmallow import ValidationError
-from peewee import JOIN, Tuple, fn
+from peewee import Tuple, fn
 
-from models import (CHAT_OPEN, SENDER_USER, Agent, Chat, Message, User, database, lock_user,
-                    new_public_id, utcnow, write_transaction)
+from models import (CHAT_OPEN, SENDER_USER, Chat, Message, Statement, User, database,
+                    lock_user, new_public_id, utcnow, write_transaction)
 
 MAX_CHAT_ID_LENGTH = 64
 CROSS_PROCESS_POLL_SECONDS = 0.5  # a long-poll re-reads this often for writes by other processes
@@ -91,17 +91,40 @@ def is_possible_chat_id(public_id):
     (PostgreSQL would refuse a NUL outright)."""
     return 0 < len(public_id) <= MAX_CHAT_ID_LENGTH and "\x00" not in public_id
 
+FIND_CHAT = Statement(
+    'SELECT "id", "public_id", "user_id", "status", "last_seq", "customer_read_seq", '
+    '"agent_read_seq" FROM "chat" WHERE "public_id" = ?')
+FIND_OWN_CHAT = Statement(FIND_CHAT.sql + ' AND "user_id" = ?')
+
+
 def find_chat(public_id, user=None):
     """The chat with that id (the user's own, when a user is given)."""
     if not is_possible_chat_id(public_id):
         raise ChatNotFound()
-    query = Chat.select(Chat, User).join(User).where(Chat.public_id == public_id)
-    if user is not None:
-        query = query.where(Chat.user == user)
-    chat = query.first()
-    if chat is None:
+    row = (FIND_OWN_CHAT(public_id, user.id) if user is not None
+           else FIND_CHAT(public_id)).fetchone()
+    if row is None:
         raise ChatNotFound()
-    return chat
+    return Chat(id=row[0], public_id=row[1], user=row[2], status=row[3], last_seq=row[4],
+                customer_read_seq=row[5], agent_read_seq=row[6])
+
+
+COUNT_OPEN_CHATS = Statement('SELECT COUNT(*) FROM "chat" WHERE "user_id" = ? AND "status" = ?')
+INSERT_CHAT = Statement(
+    'INSERT INTO "chat" ("public_id", "user_id", "status", "name", "plan_id", '
+    '"account_created_at", "last_seq", "customer_read_seq", "agent_read_seq", "created_at", '
+    '"updated_at") VALUES (?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?) RETURNING "id"')
+INSERT_MESSAGE = Statement(
+    'INSERT INTO "message" ("public_id", "chat_id", "seq", "sender", "agent_id", "body", '
+    '"image_url", "created_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+
+
+def insert_message(chat_id, seq, sender, body, image_url, agent_id, now):
+    public_id = new_public_id("msg")
+    INSERT_MESSAGE(public_id, chat_id, seq, sender, agent_id, body, image_url, now)
+    notify_after_commit(chat_id)
+    return Message(public_id=public_id, chat=chat_id, seq=seq, sender=sender, body=body,
+                   image_url=image_url, created_at=now)
 
 
 def create_chat(user, name, plan_id, account_created_at, body, image_url=None, max_open=None):
@@ -110,42 +133,51 @@ def create_chat(user, name, plan_id, account_created_at, body, image_url=None, m
     with write_transaction():
         if max_open is not None:
             lock_user(user)  # concurrent creates by one customer count one after the other
-            open_chats = Chat.select().where((Chat.user == user) & (Chat.status == CHAT_OPEN))
-            if open_chats.count() >= max_open:
+            if COUNT_OPEN_CHATS(user.id, CHAT_OPEN).fetchone()[0] >= max_open:
                 raise TooManyOpenChats()
         now = utcnow()
-        chat = Chat.create(public_id=new_public_id("chat"), user=user, name=name,
-                           plan_id=plan_id, account_created_at=account_created_at,
-                           last_seq=1, created_at=now, updated_at=now)
-        message = Message.create(public_id=new_public_id("msg"), chat=chat, seq=1,
-                                 sender=SENDER_USER, body=body, image_url=image_url,
-                                 created_at=now)
-    return chat, message
+        public_id = new_public_id("chat")
+        chat_id = INSERT_CHAT(public_id, user.id, CHAT_OPEN, name, plan_id, account_created_at,
+                              now, now).fetchone()[0]
+        message = insert_message(chat_id, 1, SENDER_USER, body, image_url, None, now)
+    return Chat(id=chat_id, public_id=public_id, user=user.id, status=CHAT_OPEN), message
+
+
+# The UPDATE that bumps `last_seq` is the lock: SQLite's IMMEDIATE transaction holds the write
+# lock, PostgreSQL holds the chat row until commit, so concurrent senders into one chat take
+# turns, each gets its own seq, and they commit in seq order (a reader never sees seq 6 before
+# seq 5). The same statement checks the status (so nothing slips into a chat closed a moment
+# before) and, for customers, the owner.
+BUMP_CHAT = Statement(
+    'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ? '
+    'WHERE "id" = ? AND "status" = ? RETURNING "id", "last_seq"')
+BUMP_OWN_CHAT = Statement(
+    'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ? '
+    'WHERE "public_id" = ? AND "user_id" = ? AND "status" = ? RETURNING "id", "last_seq"')
 
 
 def add_message(chat, sender, body, image_url=None, agent=None):
-    """Append a message to an open chat with the next gap-free `seq`.
-
-    The UPDATE that bumps `last_seq` is the lock: SQLite's IMMEDIATE transaction holds the
-    write lock, PostgreSQL holds the chat row until commit, so concurrent senders into one
-    chat take turns, each gets its own seq, and they commit in seq order (a reader never sees
-    seq 6 before seq 5). The same statement checks the status, so a message can never slip
-    into a chat closed a moment before.
-    """
+    """Append a message to an open chat with the next gap-free `seq`."""
     with write_transaction():
         now = utcnow()
-        rows = list(Chat.update(last_seq=Chat.last_seq + 1, updated_at=now)
-                    .where((Chat.id == chat.id) & (Chat.status == CHAT_OPEN))
-                    .returning(Chat.last_seq)
-                    .tuples()
-                    .execute())
-        if not rows:
+        row = BUMP_CHAT(now, chat.id, CHAT_OPEN).fetchone()
+        if row is None:
             raise ChatClosed()
-        message = Message.create(public_id=new_public_id("msg"), chat=chat.id, seq=rows[0][0],
-                                 sender=sender, agent=agent, body=body, image_url=image_url,
-                                 created_at=now)
-        notify_after_commit(chat.id)
-    return message
+        return insert_message(row[0], row[1], sender, body, image_url,
+                              agent.id if agent else None, now)
+
+
+def send_as_customer(user, public_id, body, image_url=None):
+    """`add_message` into the customer's own chat, found and bumped in one statement."""
+    if not is_possible_chat_id(public_id):
+        raise ChatNotFound()
+    with write_transaction():
+        now = utcnow()
+        row = BUMP_OWN_CHAT(now, public_id, user.id, CHAT_OPEN).fetchone()
+        if row is None:
+            find_chat(public_id, user)  # raises ChatNotFound when it is not theirs
+            raise ChatClosed()
+        return insert_message(row[0], row[1], SENDER_USER, body, image_url, None, now)
 
 
 def set_status(chat, status):
@@ -176,12 +208,19 @@ def count_unread(chat, sender, mark_field):
 
 # --- reading messages --------------------------------------------------------------------
 
-def messages_after(chat, after, limit):
-    """(status, messages with seq > after in order, has_more)."""
-    rows = list(Message.select(Message, Agent).join(Agent, JOIN.LEFT_OUTER)
-                .where((Message.chat == chat.id) & (Message.seq > after))
-                .order_by(Message.seq).limit(limit + 1))
-    status = Chat.select(Chat.status).where(Chat.id == chat.id).scalar()
+MESSAGES_AFTER = Statement(
+    'SELECT m."public_id", m."seq", m."sender", m."body", m."image_url", m."created_at", '
+    'm."agent_id", a."name", a."display_name" FROM "message" AS m '
+    'LEFT JOIN "agent" AS a ON a."id" = m."agent_id" '
+    'WHERE m."chat_id" = ? AND m."seq" > ? ORDER BY m."seq" LIMIT ?')
+CHAT_STATUS = Statement('SELECT "status" FROM "chat" WHERE "id" = ?')
+
+
+def messages_after(chat, after, limit, reread_status=False):
+    """(status, message rows with seq > after in order, has_more). The status is the one read
+    with the chat unless `reread_status`, for a poll that has waited."""
+    rows = MESSAGES_AFTER(chat.id, after, limit + 1).fetchall()
+    status = CHAT_STATUS(chat.id).fetchone()[0] if reread_status else chat.status
     return status, rows[:limit], len(rows) > limit
 
 
@@ -200,7 +239,7 @@ def poll_messages(chat, after, limit, wait, waiter_slots):
         deadline = time.monotonic() + wait
         with notifier.watching(chat.id) as wait_for_change:
             while True:
-                result = messages_after(chat, after, limit)
+                result = messages_after(chat, after, limit, reread_status=True)
                 remaining = deadline - time.monotonic()
                 if result[1] or result[0] != status_before or remaining <= 0:
                     return result
@@ -267,18 +306,16 @@ def iso(moment):
     return moment.isoformat(timespec="milliseconds") + "Z"
 
 
-def message_json(message, for_agent):
-    """A message as the customer or an agent sees it: customers see no more of an agent than
-    a display name."""
-    author = message.agent if message.agent_id else None
-    item = {"messageId": message.public_id, "seq": message.seq, "sender": message.sender,
-            "message": message.body, "image_url": message.image_url,
-            "created_at": iso(message.created_at)}
+def message_json(row, for_agent):
+    """A row of MESSAGES_AFTER as the customer or an agent sees it: customers see no more of
+    an agent than a display name."""
+    public_id, seq, sender, body, image_url, created_at, agent_id, name, display_name = row
+    item = {"messageId": public_id, "seq": seq, "sender": sender, "message": body,
+            "image_url": image_url, "created_at": iso(Message.created_at.python_value(created_at))}
     if for_agent:
-        item["agent"] = ({"name": author.name, "display_name": author.display_name}
-                         if author else None)
+        item["agent"] = {"name": name, "display_name": display_name} if agent_id else None
     else:
-        item["agent_name"] = author.display_name if author else None
+        item["agent_name"] = display_name if agent_id else None
     return item
 
 
@@ -308,7 +345,7 @@ def poll_page(chat, fields, for_agent):
     status, messages, has_more = poll_messages(chat, after, fields["limit"], fields["wait"],
                                                current_app.extensions["longpoll_slots"])
     return {"chatId": chat.public_id, "status": status,
-            "messages": [message_json(message, for_agent) for message in messages],
-            "next_after": messages[-1].seq if messages else after, "has_more": has_more}
+            "messages": [message_json(row, for_agent) for row in messages],
+            "next_after": messages[-1][1] if messages else after, "has_more": has_more}
 
 

@@ -7,7 +7,7 @@ from auth import require_user
 from errors import envelope, read_data
 from idempotency import answer_once
 from ratelimits import customer_sends
-from models import CHAT_CLOSED, SENDER_AGENT, SENDER_USER, Chat
+from models import CHAT_CLOSED, SENDER_AGENT, Chat
 from schemas import (ChatRefSchema, CreateChatSchema, ListChatsSchema, PollSchema, ReadSchema,
                      SendMessageSchema)
 
@@ -47,11 +47,11 @@ def create_chat():
 @customer_sends
 def send_message():
     fields = send_message_schema.load(read_data())
-    chat = own_chat(fields)
 
     def work():
-        message = chats.add_message(chat, SENDER_USER, fields["message"], fields["image_url"])
-        return {"chatId": chat.public_id, "messageId": message.public_id}
+        message = chats.send_as_customer(g.user, fields["chat_id"], fields["message"],
+                                         fields["image_url"])
+        return {"chatId": fields["chat_id"], "messageId": message.public_id}
 
     data, headers = answer_once(f"user:{g.user.id}", work)
     return envelope("Message sent successfully.", data, headers=headers)

@@ -8,6 +8,7 @@ The per-user and per-agent limits are checked inside the auth decorators' views,
 caller is known. Behind a proxy the client IP is the one waitress takes from X-Forwarded-For,
 and only when TRUSTED_PROXY names that proxy, so a spoofed header changes nothing.
 """
+import functools
 import math
 import time
 
@@ -23,13 +24,30 @@ limiter = Limiter(
     application_limits_deduct_when=lambda response: response.status_code == 401,
 )
 
-customer_sends = limiter.shared_limit(
-    lambda: current_app.config["RATELIMIT_CUSTOMER_SENDS"], scope="customer-sends",
-    key_func=lambda: f"user:{g.user.id}")
+def when_enabled(limit):
+    """`limit` as a decorator that costs nothing while RATELIMIT_ENABLED is off."""
 
-agent_calls = limiter.shared_limit(
+    def decorate(view):
+        limited_view = limit(view)
+
+        @functools.wraps(view)
+        def choose(*args, **kwargs):
+            if current_app.config["RATELIMIT_ENABLED"]:
+                return limited_view(*args, **kwargs)
+            return view(*args, **kwargs)
+
+        return choose
+
+    return decorate
+
+
+customer_sends = when_enabled(limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_CUSTOMER_SENDS"], scope="customer-sends",
+    key_func=lambda: f"user:{g.user.id}"))
+
+agent_calls = when_enabled(limiter.shared_limit(
     lambda: current_app.config["RATELIMIT_AGENT_CALLS"], scope="agent-calls",
-    key_func=lambda: f"agent:{g.agent.id}")
+    key_func=lambda: f"agent:{g.agent.id}"))
 
 
 def refuse_large_headers():
