@@ -265,12 +265,8 @@ def decode_cursor(cursor):
         raise ValidationError({"before": ["Not a valid cursor."]}) from None
 
 
-def chat_list(unread_sender, read_mark, status, before, limit, user=None, public_id=None):
-    """A page of chats, most recent activity first: (chats, next cursor or None).
-
-    Each chat carries `last_message` and `unread` (messages from `unread_sender` after
-    `read_mark`), fetched in the same query.
-    """
+def chat_list_query(unread_sender, read_mark, status, before, limit, user=None, public_id=None):
+    """The query behind `chat_list` (the benchmark prints its plan)."""
     last = Message.alias()
     counted = Message.alias()
     unread = (counted.select(fn.COUNT(counted.id))
@@ -290,7 +286,17 @@ def chat_list(unread_sender, read_mark, status, before, limit, user=None, public
     if before:
         stamp, chat_id = decode_cursor(before)
         query = query.where(Tuple(Chat.updated_at, Chat.id) < Tuple(stamp, chat_id))
-    rows = list(query.order_by(Chat.updated_at.desc(), Chat.id.desc()).limit(limit + 1))
+    return query.order_by(Chat.updated_at.desc(), Chat.id.desc()).limit(limit + 1)
+
+
+def chat_list(unread_sender, read_mark, status, before, limit, user=None, public_id=None):
+    """A page of chats, most recent activity first: (chats, next cursor or None).
+
+    Each chat carries `last_message` and `unread` (messages from `unread_sender` after
+    `read_mark`), fetched in the same query.
+    """
+    rows = list(chat_list_query(unread_sender, read_mark, status, before, limit, user,
+                                public_id))
     page = rows[:limit]
     return page, encode_cursor(page[-1]) if len(rows) > limit else None
 
