@@ -17,7 +17,7 @@ read_schema = AgentReadSchema()
 
 
 def agent_chat_page(status, before, limit, public_id=None):
-    return chats.chat_list(SENDER_USER, Chat.agent_read_seq, status, before, limit,
+    return chats.chat_list(SENDER_USER, "agent_read_seq", status, before, limit,
                            public_id=public_id)
 
 
@@ -36,10 +36,7 @@ def get_chat(chat_id):
     page, _ = agent_chat_page("all", None, 1, public_id=chat_id)
     if not page:
         raise chats.ChatNotFound()
-    chat = page[0]
-    return envelope("Chat.", {**chats.agent_chat_json(chat), "last_seq": chat.last_seq,
-                              "agent_read_seq": chat.agent_read_seq,
-                              "customer_read_seq": chat.customer_read_seq})
+    return envelope("Chat.", chats.agent_chat_json(page[0], detail=True))
 
 
 @bp.get("/chats/<chat_id>/messages")

@@ -16,9 +16,8 @@ import time
 
 from flask import current_app
 from marshmallow import ValidationError
-from peewee import Tuple, fn
 
-from models import (CHAT_OPEN, SENDER_USER, Chat, Message, Statement, User, database,
+from models import (CHAT_OPEN, SENDER_USER, Chat, Message, Statement, database,
                     lock_user, new_public_id, utcnow, write_transaction)
 
 MAX_CHAT_ID_LENGTH = 64
@@ -251,8 +250,8 @@ def poll_messages(chat, after, limit, wait, waiter_slots):
 
 # --- chat lists ---------------------------------------------------------------------------
 
-def encode_cursor(chat):
-    raw = f"{chat.updated_at.isoformat()}|{chat.id}".encode()
+def encode_cursor(row):
+    raw = f"{as_datetime(row[7]).isoformat()}|{row[0]}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -265,38 +264,56 @@ def decode_cursor(cursor):
         raise ValidationError({"before": ["Not a valid cursor."]}) from None
 
 
-def chat_list_query(unread_sender, read_mark, status, before, limit, user=None, public_id=None):
-    """The query behind `chat_list` (the benchmark prints its plan)."""
-    last = Message.alias()
-    counted = Message.alias()
-    unread = (counted.select(fn.COUNT(counted.id))
-              .where((counted.chat == Chat.id) & (counted.sender == unread_sender)
-                     & (counted.seq > read_mark)))
-    query = (Chat.select(Chat, User, last, unread.alias("unread"))
-             .join(User)
-             .switch(Chat)
-             .join(last, on=((last.chat == Chat.id) & (last.seq == Chat.last_seq)),
-                   attr="last_message"))
-    if user is not None:
-        query = query.where(Chat.user == user)
-    if public_id is not None:
-        query = query.where(Chat.public_id == public_id)
-    if status != "all":
-        query = query.where(Chat.status == status)
+LIST_COLUMNS = (
+    'c."id", c."public_id", c."status", c."name", c."plan_id", c."account_created_at", '
+    'c."created_at", c."updated_at", c."last_seq", c."customer_read_seq", c."agent_read_seq", '
+    'u."email", u."name", m."seq", m."sender", substr(m."body", 1, ' + str(PREVIEW_LENGTH)
+    + '), m."created_at"')
+READ_MARKS = {"customer_read_seq", "agent_read_seq"}
+_list_statements = {}
+
+
+def chat_list_statement(read_mark, by_status, by_user, by_public_id, before):
+    """The list query for one combination of filters, built once. Each chat comes with its
+    newest message (found through (chat_id, seq)) and its unread count."""
+    key = (read_mark, by_status, by_user, by_public_id, before)
+    if key not in _list_statements:
+        assert read_mark in READ_MARKS
+        where = ["1 = 1"]
+        where += ['c."status" = ?'] if by_status else []
+        where += ['c."user_id" = ?'] if by_user else []
+        where += ['c."public_id" = ?'] if by_public_id else []
+        where += ['(c."updated_at" < ? OR (c."updated_at" = ? AND c."id" < ?))'] if before else []
+        _list_statements[key] = Statement(
+            f'SELECT {LIST_COLUMNS}, (SELECT COUNT(*) FROM "message" AS x '
+            f'WHERE x."chat_id" = c."id" AND x."sender" = ? AND x."seq" > c."{read_mark}") '
+            'FROM "chat" AS c JOIN "user" AS u ON u."id" = c."user_id" '
+            'JOIN "message" AS m ON m."chat_id" = c."id" AND m."seq" = c."last_seq" '
+            f'WHERE {" AND ".join(where)} '
+            'ORDER BY c."updated_at" DESC, c."id" DESC LIMIT ?')
+    return _list_statements[key]
+
+
+def chat_list_call(unread_sender, read_mark, status, before, limit, user=None, public_id=None):
+    """(statement, parameters) of a list query."""
+    statement = chat_list_statement(read_mark, status != "all", user is not None,
+                                    public_id is not None, bool(before))
+    params = [unread_sender]
+    params += [status] if status != "all" else []
+    params += [user.id] if user is not None else []
+    params += [public_id] if public_id is not None else []
     if before:
         stamp, chat_id = decode_cursor(before)
-        query = query.where(Tuple(Chat.updated_at, Chat.id) < Tuple(stamp, chat_id))
-    return query.order_by(Chat.updated_at.desc(), Chat.id.desc()).limit(limit + 1)
+        params += [stamp, stamp, chat_id]
+    return statement, params + [limit + 1]
 
 
 def chat_list(unread_sender, read_mark, status, before, limit, user=None, public_id=None):
-    """A page of chats, most recent activity first: (chats, next cursor or None).
-
-    Each chat carries `last_message` and `unread` (messages from `unread_sender` after
-    `read_mark`), fetched in the same query.
-    """
-    rows = list(chat_list_query(unread_sender, read_mark, status, before, limit, user,
-                                public_id))
+    """A page of chats, most recent activity first, as rows of `chat_list_statement`:
+    (rows, next cursor or None)."""
+    statement, params = chat_list_call(unread_sender, read_mark, status, before, limit, user,
+                                       public_id)
+    rows = statement(*params).fetchall()
     page = rows[:limit]
     return page, encode_cursor(page[-1]) if len(rows) > limit else None
 
@@ -317,7 +334,7 @@ def message_json(row, for_agent):
     an agent than a display name."""
     public_id, seq, sender, body, image_url, created_at, agent_id, name, display_name = row
     item = {"messageId": public_id, "seq": seq, "sender": sender, "message": body,
-            "image_url": image_url, "created_at": iso(Message.created_at.python_value(created_at))}
+            "image_url": image_url, "created_at": iso(as_datetime(created_at))}
     if for_agent:
         item["agent"] = {"name": name, "display_name": display_name} if agent_id else None
     else:
@@ -325,24 +342,30 @@ def message_json(row, for_agent):
     return item
 
 
-def last_message_json(message):
-    return {"seq": message.seq, "sender": message.sender,
-            "preview": message.body[:PREVIEW_LENGTH], "created_at": iso(message.created_at)}
+def as_datetime(value):
+    """A timestamp column as read: text on SQLite, a datetime on PostgreSQL."""
+    return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def customer_chat_json(chat):
-    return {"chatId": chat.public_id, "status": chat.status, "created_at": iso(chat.created_at),
-            "updated_at": iso(chat.updated_at),
-            "last_message": last_message_json(chat.last_message), "unread": chat.unread}
+def chat_row_json(row):
+    """What customers and agents both see of a row of `chat_list_statement`."""
+    return {"chatId": row[1], "status": row[2], "created_at": iso(as_datetime(row[6])),
+            "updated_at": iso(as_datetime(row[7])),
+            "last_message": {"seq": row[13], "sender": row[14], "preview": row[15],
+                             "created_at": iso(as_datetime(row[16]))},
+            "unread": row[17]}
 
 
-def agent_chat_json(chat):
-    return {"chatId": chat.public_id, "status": chat.status,
-            "customer": {"email": chat.user.email, "name": chat.user.name},
-            "name": chat.name, "plan_id": chat.plan_id,
-            "account_created_at": whole_if_integral(chat.account_created_at),
-            "created_at": iso(chat.created_at), "updated_at": iso(chat.updated_at),
-            "last_message": last_message_json(chat.last_message), "unread": chat.unread}
+def customer_chat_json(row):
+    return chat_row_json(row)
+
+
+def agent_chat_json(row, detail=False):
+    item = {**chat_row_json(row), "customer": {"email": row[11], "name": row[12]},
+            "name": row[3], "plan_id": row[4], "account_created_at": whole_if_integral(row[5])}
+    if detail:
+        item.update(last_seq=row[8], customer_read_seq=row[9], agent_read_seq=row[10])
+    return item
 
 
 def poll_page(chat, fields, for_agent):

@@ -68,7 +68,7 @@ def poll_messages():
 @require_user
 def list_chats():
     fields = list_chats_schema.load(read_data())
-    page, next_before = chats.chat_list(SENDER_AGENT, Chat.customer_read_seq, fields["status"],
+    page, next_before = chats.chat_list(SENDER_AGENT, "customer_read_seq", fields["status"],
                                         fields["before"], fields["limit"], user=g.user)
     return envelope("Chats.", {"chats": [chats.customer_chat_json(chat) for chat in page],
                                "next_before": next_before, "has_more": next_before is not None})

@@ -271,13 +271,12 @@ def agent_list_plan(url):
     """The agent chat list's query plan, to show it stays on an index."""
     import chats
     import models
-    from models import SENDER_USER, Chat
 
     models.configure_database(url)
-    query = chats.chat_list_query(SENDER_USER, Chat.agent_read_seq, "open", None, 20)
-    sql, params = query.sql()
+    statement, params = chats.chat_list_call(models.SENDER_USER, "agent_read_seq", "open",
+                                             None, 20)
     explain = "EXPLAIN QUERY PLAN " if models.is_sqlite() else "EXPLAIN "
-    rows = models.database.execute_sql(explain + sql, params).fetchall()
+    rows = models.Statement(explain + statement.sql)(*params).fetchall()
     models.database.close_all()
     return "\n".join(" | ".join(str(column) for column in row) for row in rows)
 
