@@ -58,6 +58,9 @@ def seed(url, users, chats, messages, agent_name="bench-agent"):
             for start in range(0, len(rows), BATCH):
                 models.Message.insert_many(rows[start:start + BATCH]).execute()
     _, agent_token = models.add_agent(agent_name)
+    # Planner statistics, as a database in service has them (PostgreSQL's autovacuum would
+    # gather them after a while; right after a bulk load it would plan for empty tables).
+    models.database.execute_sql("ANALYZE")
     elapsed = time.monotonic() - started
     credentials = {
         "agent_token": agent_token,
