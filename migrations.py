@@ -6,6 +6,8 @@ alike. Each migration spells out its own tables and columns (frozen copies, not 
 models), so that migrating an old database always builds what that version built, whatever
 the models look like later.
 """
+from types import SimpleNamespace
+
 from peewee import (SQL, BigIntegerField, CharField, DateTimeField, DoubleField,
                     ForeignKeyField, IntegerField, Model, TextField)
 from playhouse.migrate import SchemaMigrator, migrate
@@ -21,75 +23,81 @@ class SchemaVersion(Model):
         table_name = "schema_version"
 
 
-# --- version 1: the two spec endpoints -----------------------------------------------------
+# Each version's tables are frozen in a function of their own, under the live models' class
+# names: peewee names indexes after the class, and these names must be the ones the live
+# models (and the first release, which made its tables from them) give.
 
-class UserV1(Model):
-    email = CharField(max_length=254, unique=True)
-    uuid = CharField(max_length=36, null=True)
-    name = CharField(max_length=200, null=True)
-    created_at = DateTimeField()
-    updated_at = DateTimeField()
+def frozen_version_1():
+    """The two spec endpoints."""
 
-    class Meta:
-        table_name = "user"
+    class User(Model):
+        email = CharField(max_length=254, unique=True)
+        uuid = CharField(max_length=36, null=True)
+        name = CharField(max_length=200, null=True)
+        created_at = DateTimeField()
+        updated_at = DateTimeField()
+
+    class Chat(Model):
+        public_id = CharField(max_length=64, unique=True)
+        user = ForeignKeyField(User)
+        status = CharField(max_length=8)
+        name = CharField(max_length=200, null=True)
+        plan_id = BigIntegerField(null=True)
+        account_created_at = DoubleField()
+        last_seq = IntegerField(default=0)
+        created_at = DateTimeField()
+        updated_at = DateTimeField()
+
+        class Meta:
+            indexes = ((("user", "updated_at"), False),)
+
+    class Message(Model):
+        public_id = CharField(max_length=64, unique=True)
+        chat = ForeignKeyField(Chat)
+        seq = IntegerField()
+        sender = CharField(max_length=8)
+        body = TextField()
+        image_url = TextField(null=True)
+        created_at = DateTimeField()
+
+        class Meta:
+            indexes = ((("chat", "seq"), True),)
+
+    return SimpleNamespace(User=User, Chat=Chat, Message=Message, models=[User, Chat, Message])
 
 
-class ChatV1(Model):
-    public_id = CharField(max_length=64, unique=True)
-    user = ForeignKeyField(UserV1)
-    status = CharField(max_length=8)
-    name = CharField(max_length=200, null=True)
-    plan_id = BigIntegerField(null=True)
-    account_created_at = DoubleField()
-    last_seq = IntegerField(default=0)
-    created_at = DateTimeField()
-    updated_at = DateTimeField()
-
-    class Meta:
-        table_name = "chat"
-        indexes = ((("user", "updated_at"), False),)
-
-
-class MessageV1(Model):
-    public_id = CharField(max_length=64, unique=True)
-    chat = ForeignKeyField(ChatV1)
-    seq = IntegerField()
-    sender = CharField(max_length=8)
-    body = TextField()
-    image_url = TextField(null=True)
-    created_at = DateTimeField()
-
-    class Meta:
-        table_name = "message"
-        indexes = ((("chat", "seq"), True),)
+version_1 = frozen_version_1()
 
 
 def initial_schema(database, migrator):
-    database.create_tables([UserV1, ChatV1, MessageV1])
+    database.create_tables(version_1.models)
 
 
-# --- version 2: two-way chat, agents, read marks, idempotent retries ----------------------
+def frozen_version_2():
+    """Two-way chat: agents, read marks, idempotent retries."""
 
-class AgentV2(Model):
-    name = CharField(max_length=64, unique=True)
-    display_name = CharField(max_length=200, null=True)
-    token_digest = CharField(max_length=64, unique=True, null=True)
-    created_at = DateTimeField()
+    class Agent(Model):
+        name = CharField(max_length=64, unique=True)
+        display_name = CharField(max_length=200, null=True)
+        token_digest = CharField(max_length=64, unique=True, null=True)
+        created_at = DateTimeField()
 
-    class Meta:
-        table_name = "agent"
+    class IdempotencyKey(Model):
+        scope = CharField(max_length=40)
+        key = CharField(max_length=255)
+        fingerprint = CharField(max_length=64)
+        response = TextField(null=True)
+        created_at = DateTimeField(index=True)
+
+        class Meta:
+            table_name = "idempotency_key"
+            indexes = ((("scope", "key"), True),)
+
+    return SimpleNamespace(Agent=Agent, IdempotencyKey=IdempotencyKey,
+                           models=[Agent, IdempotencyKey])
 
 
-class IdempotencyKeyV2(Model):
-    scope = CharField(max_length=40)
-    key = CharField(max_length=255)
-    fingerprint = CharField(max_length=64)
-    response = TextField(null=True)
-    created_at = DateTimeField(index=True)
-
-    class Meta:
-        table_name = "idempotency_key"
-        indexes = ((("scope", "key"), True),)
+version_2 = frozen_version_2()
 
 
 def zero_default_column():
@@ -97,10 +105,11 @@ def zero_default_column():
 
 
 def two_way_chat(database, migrator):
-    database.create_tables([AgentV2, IdempotencyKeyV2])
+    agent = version_2.Agent
+    database.create_tables(version_2.models)
     migrate(
         migrator.add_column("message", "agent_id",
-                            ForeignKeyField(AgentV2, field=AgentV2.id, null=True)),
+                            ForeignKeyField(agent, field=agent.id, null=True)),
         # NOT NULL DEFAULT 0 in one ALTER: the migrator's default path would rebuild the chat
         # table on SQLite, which the messages' foreign keys forbid.
         migrator.add_column("chat", "customer_read_seq", zero_default_column(),
@@ -115,7 +124,7 @@ def two_way_chat(database, migrator):
 MIGRATIONS = [initial_schema, two_way_chat]  # MIGRATIONS[n] takes version n to n + 1
 LATEST = len(MIGRATIONS)
 
-FROZEN_MODELS = [SchemaVersion, UserV1, ChatV1, MessageV1, AgentV2, IdempotencyKeyV2]
+FROZEN_MODELS = [SchemaVersion, *version_1.models, *version_2.models]
 
 
 def recorded_version(database):

@@ -16,19 +16,18 @@ def build_version_1(database_url, record_version):
     """The schema and data the first release (two spec endpoints) left behind."""
     models.configure_database(database_url)
     migrations.upgrade(target=1)
-    frozen = [migrations.SchemaVersion, migrations.UserV1, migrations.ChatV1,
-              migrations.MessageV1]
-    with models.database.bind_ctx(frozen):
+    v1 = migrations.version_1
+    with models.database.bind_ctx([migrations.SchemaVersion, *v1.models]):
         now = datetime.datetime(2026, 1, 2, 3, 4, 5)
-        user = migrations.UserV1.create(email="old@example.com", uuid=UUID, name="Old",
+        user = v1.User.create(email="old@example.com", uuid=UUID, name="Old",
                                         created_at=now, updated_at=now)
         for number in range(3):
-            chat = migrations.ChatV1.create(
+            chat = v1.Chat.create(
                 public_id=f"chat-legacy-{number:017d}", user=user, status="open",
                 name="Basic Plan", plan_id=1, account_created_at=1600000000, last_seq=2,
                 created_at=now, updated_at=now + datetime.timedelta(minutes=number))
             for seq in (1, 2):
-                migrations.MessageV1.create(
+                v1.Message.create(
                     public_id=f"msg-legacy-{number}-{seq:013d}", chat=chat, seq=seq,
                     sender="user", body=f"chat {number} message {seq}", image_url=None,
                     created_at=now)
@@ -88,6 +87,23 @@ def test_db_upgrade_command(database_url, tmp_path):
     again = runner.invoke(args=["db", "upgrade"])
     assert "schema is up to date (version 2)" in again.output
     models.database.close_all()
+
+
+def index_names():
+    return {name for table in models.database.get_tables()
+            for name in (index.name for index in models.database.get_indexes(table))}
+
+
+def test_upgraded_and_fresh_databases_have_the_same_indexes(tmp_path):
+    """Later migrations may name indexes: they must be named alike however the database
+    was made (the first release made its tables from the models of the time)."""
+    build_version_1(f"sqlite:///{tmp_path / 'old.db'}", record_version=False)
+    create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}"})
+    upgraded = index_names()
+    create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"})
+    assert index_names() == upgraded
+    assert {"message_chat_id_seq", "user_email", "chat_public_id",
+            "idempotencykey_scope_key", "agent_token_digest"} <= upgraded
 
 
 def test_fresh_database_gets_the_latest_version(app):
