@@ -66,6 +66,18 @@ def default_database_url(app):
     return "sqlite:///" + os.path.join(app.instance_path, "supportzen.db")
 
 
+def run_in_request_lane(app):
+    """Each request runs in models.request_lane (one at a time on SQLite; see there). The
+    response body is sent after the lane is left."""
+    handle = app.wsgi_app
+
+    def wsgi_app(environ, start_response):
+        with models.request_lane.held():
+            return handle(environ, start_response)
+
+    app.wsgi_app = wsgi_app
+
+
 def setup_cors(app):
     """Let browser apps on the listed origins call the customer API; no origin by default."""
     origins = [origin.strip() for origin in app.config["CORS_ORIGINS"].split(",")
@@ -129,6 +141,7 @@ def create_app(config=None):
 
     register_error_handlers(app)
     setup_database(app)
+    run_in_request_lane(app)
     setup_cors(app)
     setup_limits(app)
     register_blueprints(app)

@@ -17,8 +17,8 @@ import time
 from flask import current_app
 from marshmallow import ValidationError
 
-from models import (CHAT_OPEN, SENDER_USER, Chat, Message, Statement, database,
-                    lock_user, new_public_id, utcnow, write_transaction)
+from models import (CHAT_OPEN, SENDER_USER, Chat, Message, Statement, database, lock_user,
+                    new_public_id, request_lane, utcnow, write_transaction)
 
 MAX_CHAT_ID_LENGTH = 64
 CROSS_PROCESS_POLL_SECONDS = 0.5  # a long-poll re-reads this often for writes by other processes
@@ -243,7 +243,8 @@ def poll_messages(chat, after, limit, wait, waiter_slots):
                 if result[1] or result[0] != status_before or remaining <= 0:
                     return result
                 database.close()
-                wait_for_change(min(remaining, CROSS_PROCESS_POLL_SECONDS))
+                with request_lane.paused():
+                    wait_for_change(min(remaining, CROSS_PROCESS_POLL_SECONDS))
     finally:
         waiter_slots.release()
 
