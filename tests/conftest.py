@@ -123,6 +123,18 @@ def make_customer(app, client):
     return make
 
 
+def seed_customers(app, count, prefix="customer"):
+    """`count` users added straight to the database: [(email, token)], for load tests that
+    talk to a server of their own."""
+    customers = []
+    with app.app_context():
+        for number in range(count):
+            email, key = f"{prefix}{number}@example.com", str(uuid_module.uuid4())
+            models.save_user(email, key)
+            customers.append((email, sign(email, key)))
+    return customers
+
+
 @pytest.fixture
 def customer(make_customer):
     return make_customer(email="user@example.com", name="Ada")

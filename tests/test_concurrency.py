@@ -7,7 +7,7 @@ import requests
 
 import models
 
-from conftest import running_server, sign
+from conftest import running_server, seed_customers, sign
 
 THREADS = 16
 MESSAGES_PER_THREAD = 25
@@ -15,12 +15,7 @@ CHATS = 4
 
 
 def test_concurrent_sends_lose_nothing_and_number_gap_free(tmp_path, database_url, app):
-    customers = []
-    with app.app_context():
-        for number in range(CHATS):
-            email, key = f"c{number}@example.com", str(uuid.uuid4())
-            models.save_user(email, key)
-            customers.append((email, sign(email, key)))
+    customers = seed_customers(app, CHATS)
     models.database.close_all()
 
     acknowledged, failures = [], []

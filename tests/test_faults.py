@@ -7,7 +7,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 
 import pytest
 import requests
@@ -15,7 +14,7 @@ import requests
 import models
 from app import create_app
 
-from conftest import free_port, running_server, sign
+from conftest import free_port, running_server, seed_customers
 
 THREADS = 16
 
@@ -64,16 +63,6 @@ class Senders:
             thread.join()
 
 
-def seed(app, count):
-    customers = []
-    with app.app_context():
-        for number in range(count):
-            email, key = f"crash{number}@example.com", str(uuid.uuid4())
-            models.save_user(email, key)
-            customers.append((email, sign(email, key)))
-    return customers
-
-
 def open_chats(server_url, customers):
     return [requests.post(f"{server_url}/api/client/live/create", timeout=10, json={
         "data": {"email": email, "created_at": 1, "message": "start"}},
@@ -91,7 +80,7 @@ def wait_for(condition, timeout):
 def test_sigkill_mid_load_loses_nothing_acknowledged(tmp_path):
     path = tmp_path / "crash.db"
     url = f"sqlite:///{path}"
-    customers = seed(create_app({"DATABASE_URL": url}), 4)
+    customers = seed_customers(create_app({"DATABASE_URL": url}), 4)
     models.database.close_all()
 
     with running_server(tmp_path, url) as server:
@@ -170,7 +159,7 @@ def own_postgres():
                     reason="a PostgreSQL fault: runs in the PostgreSQL pass of the suite")
 def test_postgres_down_then_up_answers_503_and_recovers(tmp_path, own_postgres):
     url, start, stop = own_postgres
-    customers = seed(create_app({"DATABASE_URL": url}), 1)
+    customers = seed_customers(create_app({"DATABASE_URL": url}), 1)
     models.database.close_all()
     email, token = customers[0]
 
