@@ -260,9 +260,14 @@ def decode_cursor(cursor):
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, chat_id = raw.split("|")
-        return datetime.datetime.fromisoformat(stamp), int(chat_id)
+        stamp, chat_id = datetime.datetime.fromisoformat(stamp), int(chat_id)
     except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise ValidationError({"before": ["Not a valid cursor."]}) from None
+        stamp = chat_id = None
+    # Cursors are made here, so anything else is forged: an id no row could have (and no
+    # database integer could hold), or a time that is not our naive UTC.
+    if chat_id is None or not 0 < chat_id < 2**63 or stamp.tzinfo is not None:
+        raise ValidationError({"before": ["Not a valid cursor."]})
+    return stamp, chat_id
 
 
 LIST_COLUMNS = (

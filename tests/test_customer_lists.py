@@ -1,4 +1,6 @@
 """The customer's chat list and read marks."""
+import base64
+
 import pytest
 
 from conftest import assert_error
@@ -48,6 +50,15 @@ def test_list_pages_with_a_cursor_and_filters_status(customer):
 def test_list_validation(customer, data, field):
     body = assert_error(customer.list(**data), 400, "validation_error")
     assert list(body["error"]["fields"]) == [field]
+
+
+@pytest.mark.parametrize("raw", ["2026-01-01T00:00:00|" + "9" * 30, "2026-01-01T00:00:00|0",
+                                 "2026-01-01T00:00:00+05:00|3", "2026-01-01T00:00:00",
+                                 "not a time|3"])
+def test_forged_cursors_are_validation_errors(customer, raw):
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    body = assert_error(customer.list(before=cursor), 400, "validation_error")
+    assert body["error"]["fields"] == {"before": ["Not a valid cursor."]}
 
 
 def test_unread_counts_agent_messages_after_the_read_mark(customer, agent):
