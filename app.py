@@ -11,6 +11,7 @@ import threading
 from flask import Flask
 from flask_cors import CORS
 
+import lane
 import migrations
 import models
 from errors import envelope, register_error_handlers
@@ -72,7 +73,7 @@ def run_in_request_lane(app):
     handle = app.wsgi_app
 
     def wsgi_app(environ, start_response):
-        with models.request_lane.held():
+        with lane.request_lane.held():
             return handle(environ, start_response)
 
     app.wsgi_app = wsgi_app
@@ -169,7 +170,9 @@ def main():
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
-    serve(app, **waitress_settings(os.environ))
+    settings = waitress_settings(os.environ)
+    # waitress takes a task dispatcher through its `_dispatcher` argument (waitress 3).
+    serve(app, _dispatcher=lane.dispatcher(settings["threads"]), **settings)
 
 
 def waitress_settings(environ):

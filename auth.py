@@ -47,7 +47,7 @@ def could_be_email(email, email_bytes):
 
 
 def sign(key, message):
-    return hmac.new(key, message, hashlib.sha256).hexdigest().encode("ascii")
+    return hmac.digest(key, message, "sha256").hex().encode("ascii")
 
 
 def authenticate_user(data):

@@ -10,19 +10,40 @@ Guarantees kept here:
 import base64
 import binascii
 import contextlib
+import dataclasses
 import datetime
 import threading
 import time
+from typing import NamedTuple
 
 from flask import current_app
 from marshmallow import ValidationError
 
+from lane import request_lane
 from models import (CHAT_OPEN, SENDER_USER, Chat, Message, Statement, database, lock_user,
-                    new_public_id, request_lane, utcnow, write_transaction)
+                    new_public_id, utcnow, write_transaction)
 
 MAX_CHAT_ID_LENGTH = 64
 CROSS_PROCESS_POLL_SECONDS = 0.5  # a long-poll re-reads this often for writes by other processes
 PREVIEW_LENGTH = 200
+
+
+@dataclasses.dataclass(slots=True)
+class ChatRow:
+    """A chat as the request handlers use it: built on every request, so a plain object rather
+    than a model instance, which costs several times more to build."""
+    id: int
+    public_id: str
+    user_id: int
+    status: str
+    last_seq: int = 0
+    customer_read_seq: int = 0
+    agent_read_seq: int = 0
+
+
+class NewMessage(NamedTuple):
+    public_id: str
+    seq: int
 
 
 class ChatNotFound(Exception):
@@ -104,8 +125,7 @@ def find_chat(public_id, user=None):
            else FIND_CHAT(public_id)).fetchone()
     if row is None:
         raise ChatNotFound()
-    return Chat(id=row[0], public_id=row[1], user=row[2], status=row[3], last_seq=row[4],
-                customer_read_seq=row[5], agent_read_seq=row[6])
+    return ChatRow(*row)
 
 
 COUNT_OPEN_CHATS = Statement('SELECT COUNT(*) FROM "chat" WHERE "user_id" = ? AND "status" = ?')
@@ -122,8 +142,7 @@ def insert_message(chat_id, seq, sender, body, image_url, agent_id, now):
     public_id = new_public_id("msg")
     INSERT_MESSAGE(public_id, chat_id, seq, sender, agent_id, body, image_url, now)
     notify_after_commit(chat_id)
-    return Message(public_id=public_id, chat=chat_id, seq=seq, sender=sender, body=body,
-                   image_url=image_url, created_at=now)
+    return NewMessage(public_id, seq)
 
 
 def create_chat(user, name, plan_id, account_created_at, body, image_url=None, max_open=None):
@@ -139,7 +158,7 @@ def create_chat(user, name, plan_id, account_created_at, body, image_url=None, m
         chat_id = INSERT_CHAT(public_id, user.id, CHAT_OPEN, name, plan_id, account_created_at,
                               now, now).fetchone()[0]
         message = insert_message(chat_id, 1, SENDER_USER, body, image_url, None, now)
-    return Chat(id=chat_id, public_id=public_id, user=user.id, status=CHAT_OPEN), message
+    return ChatRow(chat_id, public_id, user.id, CHAT_OPEN, last_seq=1), message
 
 
 # The UPDATE that bumps `last_seq` is the lock: SQLite's IMMEDIATE transaction holds the write

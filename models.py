@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import secrets
 import threading
+from typing import NamedTuple, Optional
 from urllib.parse import urlsplit
 
 import peewee
@@ -131,7 +132,7 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_cur
             # and the OS page cache holds the file anyway (2 MB each kept RSS over 80 MB).
             pragmas=[("journal_mode", "wal"), ("foreign_keys", 1),
                      ("busy_timeout", 10000), ("synchronous", sqlite_synchronous),
-                     ("cache_size", -SQLITE_CACHE_KIB)],
+                     ("cache_size", -SQLITE_CACHE_KIB), ("wal_autocheckpoint", 1000)],
         )
     elif scheme in ("postgres", "postgresql"):
         if peewee.psycopg is None and peewee.psycopg2 is None:
@@ -199,49 +200,6 @@ def write_transaction():
         yield transaction
 
 
-class RequestLane:
-    """On SQLite, one request at a time runs the app's code; the others queue here.
-
-    One process runs Python on one core anyway (the GIL), but SQLite hands the GIL back on
-    every statement, and with sixteen threads each short query then costs a round of GIL
-    hand-offs: throughput fell by a third from 1 to 16 connections. Queued on this lock, the
-    waiting threads stay out of the way. A long-poll leaves the lane while it waits
-    (`paused`). PostgreSQL requests wait on the network, so there they run side by side.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._state = threading.local()
-
-    @contextlib.contextmanager
-    def held(self):
-        if not is_sqlite():
-            yield
-            return
-        with self._lock:
-            self._state.held = True
-            try:
-                yield
-            finally:
-                self._state.held = False
-
-    @contextlib.contextmanager
-    def paused(self):
-        if not getattr(self._state, "held", False):
-            yield
-            return
-        self._state.held = False
-        self._lock.release()
-        try:
-            yield
-        finally:
-            self._lock.acquire()
-            self._state.held = True
-
-
-request_lane = RequestLane()
-
-
 class Statement:
     """Hand-written SQL for the hottest paths, where building a query with peewee costs several
     times what running it does. Written with ? placeholders; each backend gets its own copy,
@@ -293,10 +251,19 @@ FIND_ACTIVE_USER = Statement(
     'SELECT "id", "email", "uuid", "name" FROM "user" WHERE "email" = ? AND "uuid" IS NOT NULL')
 
 
+class ActiveUser(NamedTuple):
+    """The user a customer request acts as: read on every request, so a plain tuple rather
+    than a model instance, which costs several times more to build."""
+    id: int
+    email: str
+    uuid: str
+    name: Optional[str]
+
+
 def find_active_user(email):
     """The user who may sign in with this email, or None (every customer request asks)."""
     row = FIND_ACTIVE_USER(normalize_email(email)).fetchone()
-    return User(id=row[0], email=row[1], uuid=row[2], name=row[3]) if row else None
+    return ActiveUser(*row) if row else None
 
 
 def save_user(email, uuid, name=None):

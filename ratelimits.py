@@ -53,9 +53,19 @@ agent_calls = when_enabled(limiter.shared_limit(
 def refuse_large_headers():
     """Headers past MAX_HEADER_BYTES get a JSON 431 (waitress's own, larger cap is a backstop
     that answers in plain text)."""
-    size = sum(len(name) + len(value) + 4 for name, value in request.headers.items())
-    if size > current_app.config["MAX_HEADER_BYTES"]:
+    if header_bytes(request.environ) > current_app.config["MAX_HEADER_BYTES"]:
         raise APIError(431, "headers_too_large", "The request headers are too large.")
+
+
+def header_bytes(environ):
+    """The size of the request's header lines, about as sent ("Name: value\\r\\n")."""
+    size = 0
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            size += len(key) - 1 + len(value)  # "HTTP_" off, ": " and CRLF on
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            size += len(key) + 4 + len(value)
+    return size
 
 
 def rate_limited(error):

@@ -1,0 +1,158 @@
+"""The request lane: on SQLite, one request at a time runs, and the thread that finished one
+takes the next.
+
+One process runs Python on one core anyway (the GIL), but SQLite hands the GIL back on every
+statement. With sixteen waitress threads running requests side by side, each short query then
+cost a round of GIL hand-offs, and each request that ended woke another sleeping thread:
+throughput fell by a third from one thread to sixteen. In the lane, queued requests wait in
+waitress's queue, not in threads, and under load one thread runs them back to back, as a
+single-threaded server would.
+
+A long-poll leaves the lane while it waits (`paused`): another thread takes over the queue, and
+the poll comes back in ahead of new requests. So the threads are still needed, for waiting.
+
+`LaneDispatcher` is waitress's task dispatcher made to follow the lane; `held` puts a request in
+the lane wherever it runs (the Flask test client, `flask run`, another WSGI server). PostgreSQL
+requests wait on the network, so there they run side by side and the lane does nothing.
+"""
+import contextlib
+import threading
+
+from waitress.task import ThreadedTaskDispatcher
+
+import models
+
+
+class RequestLane:
+    def __init__(self):
+        self.mutex = threading.Lock()
+        self._entry = threading.Condition(self.mutex)
+        self.busy = False  # a thread is in the lane
+        self.entering = 0  # threads waiting to enter (returning long-polls first of all)
+        self._thread = threading.local()
+        self.freed = None  # called under `mutex` when the lane is left and no one is entering
+
+    @staticmethod
+    def active():
+        return models.is_sqlite()
+
+    def inside(self):
+        return getattr(self._thread, "inside", False)
+
+    @contextlib.contextmanager
+    def held(self):
+        """Run the block in the lane (at once if this thread is already in it)."""
+        if not self.active() or self.inside():
+            yield
+            return
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Step out of the lane for a block that only waits."""
+        if not self.inside():
+            yield
+            return
+        self.leave()
+        try:
+            yield
+        finally:
+            self.enter()
+
+    def enter(self):
+        with self.mutex:
+            self.entering += 1
+            while self.busy:
+                self._entry.wait()
+            self.entering -= 1
+            self.take_locked()
+
+    def take_locked(self):
+        self.busy = True
+        self._thread.inside = True
+
+    def leave(self):
+        with self.mutex:
+            self.leave_locked()
+            if not self.entering and self.freed:
+                self.freed()
+
+    def leave_locked(self):
+        """Free the lane; a thread waiting to enter gets it before any queued request."""
+        self.busy = False
+        self._thread.inside = False
+        if self.entering:
+            self._entry.notify()
+
+
+request_lane = RequestLane()
+
+
+class LaneDispatcher(ThreadedTaskDispatcher):
+    """waitress's thread pool, where a thread must hold the lane to take a task from the queue.
+
+    A thread that finishes a request keeps the lane and takes the next one; the others sleep
+    until the lane is free with work queued: no hand-off between requests under load.
+    Built on waitress 3's dispatcher (its lock, queue and thread counts).
+    """
+
+    def __init__(self, lane=request_lane):
+        super().__init__()
+        self.lane = lane
+        self.lock = lane.mutex
+        self.queue_cv = threading.Condition(self.lock)
+        self.thread_exit_cv = threading.Condition(self.lock)
+        lane.freed = self._wake_one_if_queued
+
+    def _wake_one_if_queued(self):
+        if self.queue:
+            self.queue_cv.notify()
+
+    def _may_take_task(self):
+        return self.queue and not self.lane.busy and not self.lane.entering
+
+    def handler_thread(self, thread_no):
+        while True:
+            with self.lock:
+                while not self._may_take_task() and self.stop_count == 0:
+                    self.active_count -= 1
+                    self.queue_cv.wait()
+                    self.active_count += 1
+                if self.stop_count > 0:
+                    self.active_count -= 1
+                    self.stop_count -= 1
+                    self.threads.discard(thread_no)
+                    self.thread_exit_cv.notify()
+                    break
+                task = self.queue.popleft()
+                self.lane.take_locked()
+            try:
+                task.service()
+            except BaseException:
+                self.logger.exception("Exception when servicing %r", task)
+            finally:
+                with self.lock:
+                    # This thread loops back and takes the next task itself, unless a
+                    # returning long-poll is waiting: then the lane is its.
+                    self.lane.leave_locked()
+
+    def add_task(self, task):
+        with self.lock:
+            self.queue.append(task)
+            if not self.lane.busy and not self.lane.entering:
+                self.queue_cv.notify()
+            idle_threads = len(self.threads) - self.stop_count - self.active_count
+            if len(self.queue) > idle_threads:
+                self.queue_logger.warning("Task queue depth is %d", len(self.queue) - idle_threads)
+
+
+def dispatcher(threads):
+    """The waitress task dispatcher for `threads` threads: the lane's on SQLite, else waitress's
+    own."""
+    pool = LaneDispatcher() if request_lane.active() else ThreadedTaskDispatcher()
+    pool.set_thread_count(threads)
+    return pool
