@@ -96,6 +96,7 @@ def setup_database(app):
     url = app.config["DATABASE_URL"] or default_database_url(app)
     models.configure_database(url, synchronous, app.config["DB_POOL_SIZE"])
     start, end = migrations.upgrade()
+    models.background_checkpoints.start()
     if start != end:
         app.logger.info("database schema upgraded from version %s to %s", start, end)
     # Long-polls hold a waitress thread each: at most this many wait at once.

@@ -7,7 +7,9 @@ takes its lock.
 import contextlib
 import datetime
 import hashlib
+import logging
 import secrets
+import sqlite3
 import threading
 from typing import NamedTuple, Optional
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from peewee import (BigIntegerField, CharField, DatabaseProxy, DateTimeField, Do
 from playhouse.db_url import connect as connect_url
 
 database = DatabaseProxy()
+logger = logging.getLogger(__name__)
 
 CHAT_OPEN = "open"
 CHAT_CLOSED = "closed"
@@ -111,6 +114,60 @@ def is_sqlite():
 
 
 SQLITE_CACHE_KIB = 512
+SQLITE_BACKSTOP_CHECKPOINT_PAGES = 20_000  # 80 MB of log
+CHECKPOINT_SECONDS = 0.2
+
+
+class BackgroundCheckpoints:
+    """On SQLite, copy the write-ahead log back into the database file from a thread of its
+    own, several times a second.
+
+    Left to SQLite, the commit that takes the log past 1,000 pages does the copy and waits for
+    it, and every request queued behind it waits too: a checkpoint every 100 or so sends, each
+    with its fsyncs. Here a PASSIVE checkpoint runs beside the requests (it blocks neither
+    readers nor writers), and a page changed by many commits is copied once.
+    """
+
+    def __init__(self):
+        self._stop = None
+        self._thread = None
+
+    def start(self):
+        """Start for the configured database (nothing to do on PostgreSQL)."""
+        self.stop()
+        if not is_sqlite() or database.obj.database in ("", ":memory:"):
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoints",
+                                        args=(database.obj.database, self._stop), daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(10)
+            self._thread = None
+
+    @staticmethod
+    def _run(path, stop):
+        connection = sqlite3.connect(path, timeout=10)
+        try:
+            while not stop.wait(CHECKPOINT_SECONDS):
+                try:
+                    # Most of the log is copied while requests go on. The last few commits are
+                    # copied with this process's writers held off: a log copied to its end is
+                    # started again from the top by the next writer, and one that never is
+                    # would only grow.
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    with sqlite_writer:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as error:  # the next round tries again
+                    logger.warning("background checkpoint failed: %s", error)
+        finally:
+            connection.close()
+
+
+background_checkpoints = BackgroundCheckpoints()
 
 
 def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_current=True):
@@ -132,7 +189,10 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_cur
             # and the OS page cache holds the file anyway (2 MB each kept RSS over 80 MB).
             pragmas=[("journal_mode", "wal"), ("foreign_keys", 1),
                      ("busy_timeout", 10000), ("synchronous", sqlite_synchronous),
-                     ("cache_size", -SQLITE_CACHE_KIB), ("wal_autocheckpoint", 1000)],
+                     ("cache_size", -SQLITE_CACHE_KIB),
+                     # Requests leave checkpoints to `BackgroundCheckpoints`; this is only the
+                     # backstop that bounds the log should that thread fall behind.
+                     ("wal_autocheckpoint", SQLITE_BACKSTOP_CHECKPOINT_PAGES)],
         )
     elif scheme in ("postgres", "postgresql"):
         if peewee.psycopg is None and peewee.psycopg2 is None:
@@ -142,6 +202,7 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_cur
     else:
         raise ValueError(f"unsupported DATABASE_URL scheme: {parts.scheme!r}")
     if database.obj is not None and close_current:
+        background_checkpoints.stop()
         database.obj.close_all()
     database.initialize(connect_url(pooled_url, **options))
     return database.obj

@@ -39,6 +39,7 @@ def reset_postgres(url):
 def close_connections():
     """Whatever app a test made last, its pooled connections close with the test."""
     yield
+    models.background_checkpoints.stop()
     if models.database.obj is not None:
         models.database.obj.close_all()
 

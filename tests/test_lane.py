@@ -1,0 +1,167 @@
+"""The request lane on a real waitress server: long-polls wait outside it, so they never hold up
+other requests, and they come back in (with their message) while the server is under load.
+Plus SQLite's background checkpoints, which keep the write-ahead log from growing."""
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+import requests
+
+import models
+from app import create_app
+
+from conftest import running_server, seed_customers
+
+WAITERS = 3
+
+
+def post(session, server, path, customer, data, timeout=30):
+    email, token = customer
+    return session.post(f"{server.url}/api/client/live/{path}", timeout=timeout,
+                        json={"data": {"email": email, **data}},
+                        headers={"Authorization": f"Bearer {token}"})
+
+
+def open_chat(server, customer):
+    with requests.Session() as session:
+        response = post(session, server, "create", customer, {"created_at": 1, "message": "hi"})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["chatId"]
+
+
+def reply_as_agent(server, agent_token, chat_id, text):
+    response = requests.post(f"{server.url}/api/agent/chats/{chat_id}/messages", timeout=30,
+                             json={"data": {"message": text}},
+                             headers={"Authorization": f"Bearer {agent_token}"})
+    assert response.status_code == 200, response.text
+
+
+def start_long_polls(server, customers, chat_ids, wait):
+    """One long-poll per chat, each in its own thread: [(thread, result dict)]."""
+    polls = []
+    for customer, chat_id in zip(customers, chat_ids):
+        result = {}
+
+        def poll(customer=customer, chat_id=chat_id, result=result):
+            started = time.monotonic()
+            with requests.Session() as session:
+                response = post(session, server, "messages", customer,
+                                {"chat_id": chat_id, "after": 1, "wait": wait})
+            result.update(response=response, seconds=time.monotonic() - started)
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        polls.append((thread, result))
+    return polls
+
+
+@pytest.fixture
+def lane_server(tmp_path, database_url, app, runner):
+    """A server with few threads (WAITERS of them may long-poll), customers and an agent."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the request lane is SQLite's")
+    customers = seed_customers(app, WAITERS + 1)
+    agent_token = runner.invoke(args=["agents", "add", "ann"]).output.strip().split()[-1]
+    models.database.close_all()
+    env = {"WAITRESS_THREADS": str(WAITERS + 2), "LONGPOLL_MAX_WAITERS": str(WAITERS)}
+    with running_server(tmp_path, database_url, env=env) as server:
+        yield server, customers, agent_token
+
+
+def test_waiting_long_polls_do_not_hold_up_other_requests(lane_server):
+    server, customers, agent_token = lane_server
+    waiters, sender = customers[:WAITERS], customers[WAITERS]
+    chat_ids = [open_chat(server, customer) for customer in waiters]
+    sender_chat = open_chat(server, sender)
+
+    polls = start_long_polls(server, waiters, chat_ids, wait=20)
+    time.sleep(0.5)  # every poll is waiting now
+    started = time.monotonic()
+    with requests.Session() as session:
+        for number in range(50):
+            response = post(session, server, "chat", sender,
+                            {"chat_id": sender_chat, "message": f"m{number}"})
+            assert response.status_code == 200, response.text
+    # Had a waiting poll kept the lane, these would have waited out its 20 s.
+    assert time.monotonic() - started < 5
+    assert all(thread.is_alive() for thread, _ in polls)
+
+    for chat_id in chat_ids:
+        reply_as_agent(server, agent_token, chat_id, "here to help")
+    for thread, result in polls:
+        thread.join(10)
+        assert result["response"].status_code == 200
+        assert [m["message"] for m in result["response"].json()["data"]["messages"]] == [
+            "here to help"]
+        assert result["seconds"] < 10
+    assert "Traceback" not in server.log()
+
+
+def test_long_polls_come_back_while_the_server_is_busy(lane_server):
+    """Returning polls go ahead of queued requests: under a steady stream of sends they still
+    answer soon after their reply, not when the stream stops."""
+    server, customers, agent_token = lane_server
+    waiters, sender = customers[:WAITERS], customers[WAITERS]
+    chat_ids = [open_chat(server, customer) for customer in waiters]
+    sender_chat = open_chat(server, sender)
+    stop, sent, failures = threading.Event(), [], []
+
+    def keep_sending():
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = post(session, server, "chat", sender,
+                                {"chat_id": sender_chat, "message": "busy"})
+                (sent if response.status_code == 200 else failures).append(response.text)
+
+    senders = [threading.Thread(target=keep_sending) for _ in range(2)]
+    for thread in senders:
+        thread.start()
+    try:
+        polls = start_long_polls(server, waiters, chat_ids, wait=20)
+        time.sleep(0.5)
+        replied = time.monotonic()
+        for chat_id in chat_ids:
+            reply_as_agent(server, agent_token, chat_id, "answer")
+        for thread, result in polls:
+            thread.join(20)
+            assert result["response"].status_code == 200
+            assert result["response"].json()["data"]["messages"][0]["message"] == "answer"
+        assert time.monotonic() - replied < 5
+    finally:
+        stop.set()
+        for thread in senders:
+            thread.join()
+    assert failures == [] and len(sent) > 0
+
+
+def test_the_log_is_checkpointed_in_the_background(database_url):
+    """A busy server's write-ahead log is copied back and started over by a thread of its own:
+    without it, these sends would take the log past 60 MB."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url,
+                      "RATELIMIT_ENABLED": False})
+    path = database_url[len("sqlite:///"):]
+    [(email, token)] = seed_customers(app, 1)
+    client = app.test_client()
+
+    def send(path, data):
+        response = client.post(f"/api/client/live/{path}", json={"data": {"email": email, **data}},
+                               headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.json
+        return response.json["data"]
+
+    chat_id = send("create", {"created_at": 1, "message": "hi"})["chatId"]
+    largest_log = 0
+    for _ in range(1500):
+        send("chat", {"chat_id": chat_id, "message": "x" * 1000})
+        largest_log = max(largest_log, os.path.getsize(path + "-wal"))
+    assert largest_log < 30_000_000
+
+    models.database.close_all()
+    models.background_checkpoints.stop()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert raw.execute("SELECT COUNT(*) FROM message").fetchone() == (1501,)
