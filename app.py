@@ -166,14 +166,14 @@ def log_startup(app):
 
 
 def main():
-    from waitress import serve
-
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app()
-    settings = waitress_settings(os.environ)
-    # waitress takes a task dispatcher through its `_dispatcher` argument (waitress 3).
-    serve(app, _dispatcher=lane.dispatcher(settings["threads"]), **settings)
+    server = lane.create_server(create_app(), **waitress_settings(os.environ))
+    server.print_listen("Serving on http://{}:{}")
+    try:
+        server.run()
+    finally:
+        models.background_checkpoints.stop()
 
 
 def waitress_settings(environ):

@@ -18,6 +18,8 @@ requests wait on the network, so there they run side by side and the lane does n
 import contextlib
 import threading
 
+import waitress.server
+from waitress.channel import HTTPChannel
 from waitress.task import ThreadedTaskDispatcher
 
 import models
@@ -150,9 +152,28 @@ class LaneDispatcher(ThreadedTaskDispatcher):
                 self.queue_logger.warning("Task queue depth is %d", len(self.queue) - idle_threads)
 
 
-def dispatcher(threads):
-    """The waitress task dispatcher for `threads` threads: the lane's on SQLite, else waitress's
-    own."""
-    pool = LaneDispatcher() if request_lane.active() else ThreadedTaskDispatcher()
-    pool.set_thread_count(threads)
-    return pool
+class LaneChannel(HTTPChannel):
+    """waitress's connection, stepping out of the lane while it waits for a client to take its
+    output (past `outbuf_high_watermark`): one client that stops reading must not stop the
+    server."""
+
+    def _flush_outbufs_below_high_watermark(self):
+        if self.total_outbufs_len > self.adj.outbuf_high_watermark:
+            with request_lane.paused():
+                super()._flush_outbufs_below_high_watermark()
+        else:
+            super()._flush_outbufs_below_high_watermark()
+
+
+def create_server(app, **settings):
+    """`waitress.server.create_server`, with the lane's dispatcher and connections on SQLite.
+    (waitress 3 takes a dispatcher through its `_dispatcher` argument.)"""
+    if not request_lane.active():
+        return waitress.server.create_server(app, **settings)
+    pool = LaneDispatcher()
+    pool.set_thread_count(settings.get("threads", 4))
+    listeners = {}
+    server = waitress.server.create_server(app, map=listeners, _dispatcher=pool, **settings)
+    for listener in listeners.values():
+        listener.channel_class = LaneChannel
+    return server

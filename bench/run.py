@@ -260,9 +260,21 @@ def seed(url, users, chats, messages):
 
 
 def reset_postgres(url):
+    """Empty the benchmark's database, creating it first when the server has none by that
+    name."""
     import psycopg
+    from psycopg import sql
 
-    with psycopg.connect(url, autocommit=True) as connection:
+    try:
+        connection = psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as error:
+        if "does not exist" not in str(error):
+            raise
+        name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+        with psycopg.connect(url, dbname="postgres", autocommit=True) as server:
+            server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        connection = psycopg.connect(url, autocommit=True)
+    with connection:
         connection.execute("DROP SCHEMA public CASCADE")
         connection.execute("CREATE SCHEMA public")
 

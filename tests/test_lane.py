@@ -1,7 +1,9 @@
 """The request lane on a real waitress server: long-polls wait outside it, so they never hold up
 other requests, and they come back in (with their message) while the server is under load.
 Plus SQLite's background checkpoints, which keep the write-ahead log from growing."""
+import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -165,3 +167,33 @@ def test_the_log_is_checkpointed_in_the_background(database_url):
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert raw.execute("SELECT COUNT(*) FROM message").fetchone() == (1501,)
+
+
+def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
+    """A client pipelines polls with large answers and reads none: once waitress holds more
+    than its high-water mark of unsent output for it, that request waits outside the lane."""
+    server, customers, _ = lane_server
+    reader, other = customers[0], customers[1]
+    chat_id = open_chat(server, reader)
+    big = "\N{GRINNING FACE}" * 10_000  # 12 bytes each in the JSON answer
+    with requests.Session() as session:
+        for _ in range(100):
+            body = json.dumps({"data": {"email": reader[0], "chat_id": chat_id, "message": big}},
+                              ensure_ascii=False).encode()
+            response = session.post(f"{server.url}/api/client/live/chat", data=body, timeout=30,
+                                    headers={"Authorization": f"Bearer {reader[1]}",
+                                             "Content-Type": "application/json"})
+            assert response.status_code == 200, response.text
+    poll = json.dumps({"data": {"email": reader[0], "chat_id": chat_id, "limit": 100}}).encode()
+    request = (b"POST /api/client/live/messages HTTP/1.1\r\nHost: test\r\n"
+               b"Content-Type: application/json\r\nAuthorization: Bearer "
+               + reader[1].encode() + b"\r\nContent-Length: " + str(len(poll)).encode()
+               + b"\r\n\r\n" + poll)
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+        stalled.sendall(request * 4)  # about 48 MB of answers, none of them read
+        time.sleep(2)
+        other_chat = open_chat(server, other)  # would wait out waitress's 120 s timeout
+        assert other_chat.startswith("chat-")
+    assert "Traceback" not in server.log()
