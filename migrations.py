@@ -121,7 +121,16 @@ def two_way_chat(database, migrator):
     )
 
 
-MIGRATIONS = [initial_schema, two_way_chat]  # MIGRATIONS[n] takes version n to n + 1
+def drop_redundant_indexes(database, migrator):
+    """(chat_id) and (user_id) alone lead (chat_id, seq) and (user_id, updated_at), which serve
+    every lookup and foreign-key check they did; each message written kept one more index page
+    up to date."""
+    migrate(migrator.drop_index("message", "message_chat_id"),
+            migrator.drop_index("chat", "chat_user_id"))
+
+
+MIGRATIONS = [initial_schema, two_way_chat, drop_redundant_indexes]
+# MIGRATIONS[n] takes version n to n + 1
 LATEST = len(MIGRATIONS)
 
 FROZEN_MODELS = [SchemaVersion, *version_1.models, *version_2.models]

@@ -65,7 +65,7 @@ class Agent(BaseModel):
 
 class Chat(BaseModel):
     public_id = CharField(max_length=64, unique=True)
-    user = ForeignKeyField(User, backref="chats")
+    user = ForeignKeyField(User, backref="chats", index=False)  # led by (user, updated_at)
     status = CharField(max_length=8, default=CHAT_OPEN)
     name = CharField(max_length=200, null=True)  # as sent with create: a name or a plan name
     plan_id = BigIntegerField(null=True)
@@ -84,7 +84,7 @@ class Chat(BaseModel):
 
 class Message(BaseModel):
     public_id = CharField(max_length=64, unique=True)
-    chat = ForeignKeyField(Chat, backref="messages")
+    chat = ForeignKeyField(Chat, backref="messages", index=False)  # led by (chat, seq)
     seq = IntegerField()
     sender = CharField(max_length=8)
     agent = ForeignKeyField(Agent, null=True)  # who wrote it, when sender is "agent"
