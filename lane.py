@@ -26,6 +26,8 @@ import models
 
 
 class RequestLane:
+    """The lane: `busy` while a thread is in it; threads coming back in (`entering`) go first."""
+
     def __init__(self):
         self.mutex = threading.Lock()
         self._entry = threading.Condition(self.mutex)
@@ -147,9 +149,12 @@ class LaneDispatcher(ThreadedTaskDispatcher):
             self.queue.append(task)
             if not self.lane.busy and not self.lane.entering:
                 self.queue_cv.notify()
+            # Queued requests are normal here (they wait for the lane, not for a thread); what
+            # is worth a warning is every thread being taken, by long-polls above all.
             idle_threads = len(self.threads) - self.stop_count - self.active_count
-            if len(self.queue) > idle_threads:
-                self.queue_logger.warning("Task queue depth is %d", len(self.queue) - idle_threads)
+            if idle_threads <= 0:
+                self.queue_logger.warning("Task queue depth is %d (every thread is busy)",
+                                          len(self.queue))
 
 
 class LaneChannel(HTTPChannel):
