@@ -1,7 +1,7 @@
 """The admin API: lets the main SupportZen backend keep our users in step without a shell."""
 from flask import Blueprint
 
-import models
+import accounts
 from auth import require_admin
 from errors import APIError, envelope, read_data
 from schemas import UserEmailSchema, UserSchema
@@ -16,7 +16,7 @@ user_email_schema = UserEmailSchema()
 @require_admin
 def put_user():
     fields = user_schema.load(read_data())
-    user, created = models.save_user(fields["email"], fields["uuid"], fields["name"])
+    user, created = accounts.save_user(fields["email"], fields["uuid"], fields["name"])
     return envelope("User created." if created else "User updated.",
                     {"email": user.email, "name": user.name, "created": created})
 
@@ -25,6 +25,6 @@ def put_user():
 @require_admin
 def delete_user():
     fields = user_email_schema.load(read_data())
-    if not models.remove_user(fields["email"]):
+    if not accounts.remove_user(fields["email"]):
         raise APIError(404, "user_not_found", "No active user has that email.")
     return envelope("User removed.", {"email": fields["email"], "removed": True})

@@ -1,6 +1,7 @@
 """The agent API: support agents list chats, read them and reply, with their own tokens."""
 from flask import Blueprint, g, request
 
+import answers
 import chats
 from auth import require_agent
 from errors import envelope, read_data
@@ -26,7 +27,7 @@ def agent_chat_page(status, before, limit, public_id=None):
 def list_chats():
     query = chats_query.load(request.args.to_dict())
     page, next_before = agent_chat_page(query["status"], query["before"], query["limit"])
-    return envelope("Chats.", {"chats": [chats.agent_chat_json(chat) for chat in page],
+    return envelope("Chats.", {"chats": [answers.agent_chat_json(chat) for chat in page],
                                "next_before": next_before, "has_more": next_before is not None})
 
 
@@ -36,14 +37,14 @@ def get_chat(chat_id):
     page, _ = agent_chat_page("all", None, 1, public_id=chat_id)
     if not page:
         raise chats.ChatNotFound()
-    return envelope("Chat.", chats.agent_chat_json(page[0], detail=True))
+    return envelope("Chat.", answers.agent_chat_json(page[0], detail=True))
 
 
 @bp.get("/chats/<chat_id>/messages")
 @require_agent
 def poll_messages(chat_id):
     query = messages_query.load(request.args.to_dict())
-    return envelope("Messages.", chats.poll_page(chats.find_chat(chat_id), query, for_agent=True))
+    return envelope("Messages.", answers.poll_page(chats.find_chat(chat_id), query, for_agent=True))
 
 
 @bp.post("/chats/<chat_id>/messages")

@@ -13,6 +13,7 @@ from flask_cors import CORS
 
 import lane
 import migrations
+import accounts
 import models
 from errors import envelope, register_error_handlers
 from ratelimits import setup_limits
@@ -160,7 +161,7 @@ def create_app(config=None):
 
 def log_startup(app):
     app.logger.info("database: %s", models.describe_database())
-    if not models.has_active_users():
+    if not accounts.has_active_users():
         app.logger.warning("no user yet: add one with  flask --app app users add EMAIL UUID")
     models.database.close()
 

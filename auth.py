@@ -13,6 +13,7 @@ import secrets
 from flask import current_app, g, request
 from werkzeug.exceptions import NotFound
 
+import accounts
 import models
 from errors import read_data, unauthorized
 from ratelimits import agent_calls
@@ -55,7 +56,7 @@ def authenticate_user(data):
     token = bearer_token()
     email = data.get("email")
     email_bytes = utf8(email)
-    user = models.find_active_user(email) if could_be_email(email, email_bytes) else None
+    user = accounts.find_active_user(email) if could_be_email(email, email_bytes) else None
     key = user.uuid.encode("utf-8") if user else DUMMY_KEY.encode("ascii")
     expected = sign(key, email_bytes or b"")
     given = token.lower().encode("ascii") if token and HEX_TOKEN.match(token) else b"-" * 64
@@ -90,8 +91,8 @@ def authenticate_agent():
     digits) never has the shape of an agent token.
     """
     token = bearer_token() or ""
-    token_digest = models.digest_token(token)
-    agent = models.find_agent_by_digest(token_digest) if AGENT_TOKEN.match(token) else None
+    token_digest = accounts.digest_token(token)
+    agent = accounts.find_agent_by_digest(token_digest) if AGENT_TOKEN.match(token) else None
     stored = agent.token_digest if agent else "-" * 64
     if hmac.compare_digest(stored.encode("ascii"), token_digest.encode("ascii")) and agent:
         return agent

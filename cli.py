@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 
 import migrations
+import accounts
 import models
 from schemas import MAX_NAME_LENGTH, UserSchema
 
@@ -40,7 +41,7 @@ def add_user(email, uuid, name):
         fields = user_schema.load({"email": email, "uuid": uuid, "name": name})
     except ValidationError as error:
         raise click.ClickException(describe_errors(error)) from None
-    user, created = models.save_user(**fields)
+    user, created = accounts.save_user(**fields)
     click.echo(f"{'added' if created else 'updated'} {user.email}")
 
 
@@ -48,7 +49,7 @@ def add_user(email, uuid, name):
 @click.argument("email")
 def remove_user(email):
     """Revoke a customer's access at once (their chats are kept for the agents)."""
-    if not models.remove_user(email):
+    if not accounts.remove_user(email):
         raise click.ClickException(f"no active user has the email {email.strip().lower()}")
     click.echo(f"removed {email.strip().lower()}")
 
@@ -57,7 +58,7 @@ def remove_user(email):
 def list_users():
     """List the customers who may chat (emails and names; never their uuids)."""
     count = 0
-    for user in models.active_users():
+    for user in accounts.active_users():
         click.echo(f"{user.email}\t{user.name or ''}\t{user.created_at:%Y-%m-%d}")
         count += 1
     click.echo(f"{count} user(s)", err=True)
@@ -143,7 +144,7 @@ def import_users(path):
                             rejections.append((number, fields))
                             counts["rejected"] += 1
                             continue
-                        _, created = models.save_user(**fields)
+                        _, created = accounts.save_user(**fields)
                         counts["added" if created else "updated"] += 1
                 progress.update(batch[-1][0] - progress.pos)
     for number, reason in rejections:
@@ -170,8 +171,8 @@ def add_agent(name, display_name):
     if display_name is not None and not 0 < len(display_name) <= MAX_NAME_LENGTH:
         raise click.ClickException(f"--display-name must be 1 to {MAX_NAME_LENGTH} characters")
     try:
-        agent, token = models.add_agent(name, display_name)
-    except models.AgentExists:
+        agent, token = accounts.add_agent(name, display_name)
+    except accounts.AgentExists:
         raise click.ClickException(f"an agent named {name} exists; remove it first") from None
     click.echo(f"added agent {agent.name}; its token (shown only now):", err=True)
     click.echo(token)
@@ -180,7 +181,7 @@ def add_agent(name, display_name):
 @agents.command("list")
 def list_agents():
     """List the active agents (never their tokens)."""
-    for agent in models.active_agents():
+    for agent in accounts.active_agents():
         click.echo(f"{agent.name}\t{agent.display_name or ''}\t{agent.created_at:%Y-%m-%d}")
 
 
@@ -188,7 +189,7 @@ def list_agents():
 @click.argument("name")
 def remove_agent(name):
     """Revoke agent NAME's token at once (its replies keep their author)."""
-    if not models.remove_agent(name):
+    if not accounts.remove_agent(name):
         raise click.ClickException(f"no active agent is named {name}")
     click.echo(f"removed agent {name}")
 

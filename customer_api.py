@@ -2,6 +2,7 @@
 replies, the chat list, read marks and closing."""
 from flask import Blueprint, current_app, g
 
+import answers
 import chats
 from auth import require_user
 from errors import envelope, read_data
@@ -61,7 +62,7 @@ def send_message():
 @require_user
 def poll_messages():
     fields = poll_schema.load(read_data())
-    return envelope("Messages.", chats.poll_page(own_chat(fields), fields, for_agent=False))
+    return envelope("Messages.", answers.poll_page(own_chat(fields), fields, for_agent=False))
 
 
 @bp.post("/list")
@@ -70,7 +71,7 @@ def list_chats():
     fields = list_chats_schema.load(read_data())
     page, next_before = chats.chat_list(SENDER_AGENT, "customer_read_seq", fields["status"],
                                         fields["before"], fields["limit"], user=g.user)
-    return envelope("Chats.", {"chats": [chats.customer_chat_json(chat) for chat in page],
+    return envelope("Chats.", {"chats": [answers.customer_chat_json(chat) for chat in page],
                                "next_before": next_before, "has_more": next_before is not None})
 
 

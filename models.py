@@ -6,12 +6,10 @@ takes its lock.
 """
 import contextlib
 import datetime
-import hashlib
 import logging
 import secrets
 import sqlite3
 import threading
-from typing import NamedTuple, Optional
 from urllib.parse import urlsplit
 
 import peewee
@@ -302,105 +300,5 @@ def check_database():
     database.execute_sql("SELECT 1")
 
 
-# --- users -------------------------------------------------------------------------------
-
-def normalize_email(email):
-    return email.strip().lower()
-
-
-FIND_ACTIVE_USER = Statement(
-    'SELECT "id", "email", "uuid", "name" FROM "user" WHERE "email" = ? AND "uuid" IS NOT NULL')
-
-
-class ActiveUser(NamedTuple):
-    """The user a customer request acts as: read on every request, so a plain tuple rather
-    than a model instance, which costs several times more to build."""
-    id: int
-    email: str
-    uuid: str
-    name: Optional[str]
-
-
-def find_active_user(email):
-    """The user who may sign in with this email, or None (every customer request asks)."""
-    row = FIND_ACTIVE_USER(normalize_email(email)).fetchone()
-    return ActiveUser(*row) if row else None
-
-
-def save_user(email, uuid, name=None):
-    """Add a user, or give an existing email a new uuid (and name). Returns (user, created)."""
-    email = normalize_email(email)
-    with write_transaction():
-        user = User.get_or_none(User.email == email)
-        if user is None:
-            return User.create(email=email, uuid=uuid, name=name), True
-        user.uuid = uuid
-        if name is not None:
-            user.name = name
-        user.updated_at = utcnow()
-        user.save()
-        return user, False
-
-
-def remove_user(email):
-    """Revoke a user's access at once. Their chats stay for the agents. True if one was active."""
-    return bool(User.update(uuid=None, updated_at=utcnow())
-                .where((User.email == normalize_email(email)) & User.uuid.is_null(False))
-                .execute())
-
-
-def active_users():
-    return User.select().where(User.uuid.is_null(False)).order_by(User.email)
-
-
-def has_active_users():
-    return active_users().exists()
-
-
 class IdempotencyKeyReused(Exception):
     """An Idempotency-Key came back with a different request."""
-
-
-# --- agents ------------------------------------------------------------------------------
-
-class AgentExists(Exception):
-    """An active agent already has that name."""
-
-
-def digest_token(token):
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def add_agent(name, display_name=None):
-    """A new agent (or a removed one back) with a fresh token, returned once, never stored."""
-    token = AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with write_transaction():
-        agent = Agent.get_or_none(Agent.name == name)
-        if agent is not None and agent.token_digest is not None:
-            raise AgentExists(name)
-        if agent is None:
-            agent = Agent(name=name)
-        agent.display_name = display_name
-        agent.token_digest = digest_token(token)
-        agent.save()
-    return agent, token
-
-
-def remove_agent(name):
-    """Revoke an agent's token at once; their messages keep their author."""
-    return bool(Agent.update(token_digest=None)
-                .where((Agent.name == name) & Agent.token_digest.is_null(False)).execute())
-
-
-def active_agents():
-    return Agent.select().where(Agent.token_digest.is_null(False)).order_by(Agent.name)
-
-
-FIND_AGENT = Statement('SELECT "id", "name", "display_name", "token_digest" FROM "agent" '
-                       'WHERE "token_digest" = ?')
-
-
-def find_agent_by_digest(token_digest):
-    """The active agent with this token digest, or None (every agent request asks)."""
-    row = FIND_AGENT(token_digest).fetchone()
-    return Agent(id=row[0], name=row[1], display_name=row[2], token_digest=row[3]) if row else None

@@ -17,6 +17,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import migrations  # noqa: E402
+import accounts  # noqa: E402
 import models  # noqa: E402
 
 BATCH = 2_000
@@ -57,7 +58,7 @@ def seed(url, users, chats, messages, agent_name="bench-agent"):
                     for seq in range(1, per_chat + 1)]
             for start in range(0, len(rows), BATCH):
                 models.Message.insert_many(rows[start:start + BATCH]).execute()
-    _, agent_token = models.add_agent(agent_name)
+    _, agent_token = accounts.add_agent(agent_name)
     # Planner statistics, as a database in service has them (PostgreSQL's autovacuum would
     # gather them after a while; right after a bulk load it would plan for empty tables).
     models.database.execute_sql("ANALYZE")

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import requests
 
+import accounts
 import models
 from app import create_app
 
@@ -118,7 +119,7 @@ def make_customer(app, client):
         email = email or f"user-{uuid_module.uuid4().hex[:8]}@example.com"
         uuid = uuid or str(uuid_module.uuid4())
         with app.app_context():
-            models.save_user(email, uuid, name)
+            accounts.save_user(email, uuid, name)
         return Customer(email=email, uuid=uuid, client=client)
 
     return make
@@ -131,7 +132,7 @@ def seed_customers(app, count, prefix="customer"):
     with app.app_context():
         for number in range(count):
             email, key = f"{prefix}{number}@example.com", str(uuid_module.uuid4())
-            models.save_user(email, key)
+            accounts.save_user(email, key)
             customers.append((email, sign(email, key)))
     return customers
 
@@ -245,7 +246,7 @@ class AgentClient:
 def make_agent(app, client):
     def make(name="alice", display_name=None):
         with app.app_context():
-            _, token = models.add_agent(name, display_name)
+            _, token = accounts.add_agent(name, display_name)
         return AgentClient(name=name, token=token, client=client)
 
     return make

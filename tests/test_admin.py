@@ -1,6 +1,7 @@
 """PUT / DELETE /api/admin/users: user sync for the main SupportZen backend."""
 import pytest
 
+import accounts
 import models
 from app import create_app
 
@@ -44,7 +45,7 @@ def test_wrong_admin_token_is_401(admin, headers):
 
 def test_customer_token_is_not_an_admin_token(admin, admin_app):
     with admin_app.app_context():
-        models.save_user("a@example.com", UUID)
+        accounts.save_user("a@example.com", UUID)
     customer = Customer("a@example.com", UUID, admin)
     assert_error(call(admin, "PUT", {"email": "b@example.com", "uuid": UUID}, customer.token),
                  401, "unauthorized")

@@ -5,6 +5,7 @@ import uuid
 
 import requests
 
+import accounts
 import models
 
 from conftest import running_server, seed_customers, sign
@@ -68,7 +69,7 @@ def test_concurrent_sends_lose_nothing_and_number_gap_free(tmp_path, database_ur
 def seed_customer(app, email="poller@example.com"):
     key = str(uuid.uuid4())
     with app.app_context():
-        models.save_user(email, key)
+        accounts.save_user(email, key)
     return email, sign(email, key)
 
 
@@ -81,7 +82,7 @@ def post(session, server, path, email, token, data, headers=None):
 def test_cursor_never_skips_or_repeats_under_concurrent_writers(tmp_path, database_url, app):
     email, token = seed_customer(app)
     with app.app_context():
-        _, agent_token = models.add_agent("writer")
+        _, agent_token = accounts.add_agent("writer")
     models.database.close_all()
 
     writers, per_writer = 8, 20

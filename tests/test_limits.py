@@ -6,6 +6,7 @@ import pytest
 import redis
 import requests
 
+import accounts
 import models
 from app import create_app
 
@@ -25,13 +26,13 @@ def limited(database_url):
 def customer_on(app, email):
     key = str(uuid.uuid4())
     with app.app_context():
-        models.save_user(email, key)
+        accounts.save_user(email, key)
     return Customer(email, key, app.test_client())
 
 
 def agent_on(app, name):
     with app.app_context():
-        _, token = models.add_agent(name)
+        _, token = accounts.add_agent(name)
     return AgentClient(name, token, app.test_client())
 
 

@@ -4,6 +4,7 @@ import datetime
 import pytest
 
 import migrations
+import accounts
 import models
 from app import create_app
 
@@ -47,7 +48,7 @@ def test_upgrade_keeps_chats_and_messages_usable(database_url, record_version, c
     client = app.test_client()
     customer = Customer("old@example.com", UUID, client)
     with app.app_context():
-        _, token = models.add_agent("upgrader", "Up")
+        _, token = accounts.add_agent("upgrader", "Up")
     agent = AgentClient("upgrader", token, client)
 
     chat_id = "chat-legacy-00000000000000002"

@@ -9,7 +9,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
                                                response_schema_conformance,
                                                status_code_conformance)
 
-import models
+import accounts
 from app import create_app
 
 from conftest import sign
@@ -37,8 +37,8 @@ def fuzzed_app(database_url):
 def credentials(fuzzed_app):
     client = fuzzed_app.test_client()
     with fuzzed_app.app_context():
-        models.save_user("fuzz@example.com", UUID, "Fuzz")
-        _, agent_token = models.add_agent("fuzzer", "Fuzzer")
+        accounts.save_user("fuzz@example.com", UUID, "Fuzz")
+        _, agent_token = accounts.add_agent("fuzzer", "Fuzzer")
     response = client.post("/api/client/live/create", json={"data": {
         "email": "fuzz@example.com", "created_at": 1, "message": "seed"}},
         headers={"Authorization": f"Bearer {sign('fuzz@example.com', UUID)}"})

@@ -6,6 +6,7 @@ import time
 import pytest
 import requests
 
+import accounts
 import models
 from app import create_app
 
@@ -20,9 +21,9 @@ def fill(app):
     """A small but complete database: users, an agent, chats, messages, an idempotency key."""
     client = app.test_client()
     with app.app_context():
-        models.save_user("mover@example.com", UUID, "Mover")
-        models.save_user("other@example.com", "00000000-0000-4000-8000-000000000002")
-        _, token = models.add_agent("mover-agent", "Agent")
+        accounts.save_user("mover@example.com", UUID, "Mover")
+        accounts.save_user("other@example.com", "00000000-0000-4000-8000-000000000002")
+        _, token = accounts.add_agent("mover-agent", "Agent")
     customer, agent = Customer("mover@example.com", UUID, client), AgentClient(
         "mover-agent", token, client)
     chat_ids = [customer.create(f"chat {n}") for n in range(3)]
@@ -80,7 +81,7 @@ def test_two_instances_on_one_postgres(tmp_path, database_url, app):
     with app.app_context():
         for number in range(2):
             email = f"both{number}@example.com"
-            models.save_user(email, UUID)
+            accounts.save_user(email, UUID)
             customers.append((email, sign(email, UUID)))
     models.database.close_all()
 

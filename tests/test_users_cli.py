@@ -1,7 +1,7 @@
 """flask users add / import / remove / list."""
 import json
 
-import models
+import accounts
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 UUID2 = "00000000-0000-4000-8000-000000000002"
@@ -9,7 +9,7 @@ UUID2 = "00000000-0000-4000-8000-000000000002"
 
 def active_emails(app):
     with app.app_context():
-        return {user.email: (user.uuid, user.name) for user in models.active_users()}
+        return {user.email: (user.uuid, user.name) for user in accounts.active_users()}
 
 
 def test_add_then_update(runner, app):
