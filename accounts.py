@@ -2,9 +2,13 @@
 every request looks them up."""
 import hashlib
 import secrets
-from typing import NamedTuple, Optional
 
-from models import AGENT_TOKEN_PREFIX, Agent, Statement, User, utcnow, write_transaction
+import queries
+from models import AGENT_TOKEN_PREFIX, Agent, User, utcnow, write_transaction
+
+
+class UserNotFound(Exception):
+    """No active user has that email."""
 
 
 # --- users -------------------------------------------------------------------------------
@@ -13,23 +17,10 @@ def normalize_email(email):
     return email.strip().lower()
 
 
-FIND_ACTIVE_USER = Statement(
-    'SELECT "id", "email", "uuid", "name" FROM "user" WHERE "email" = ? AND "uuid" IS NOT NULL')
-
-
-class ActiveUser(NamedTuple):
-    """The user a customer request acts as: read on every request, so a plain tuple rather
-    than a model instance, which costs several times more to build."""
-    id: int
-    email: str
-    uuid: str
-    name: Optional[str]
-
-
 def find_active_user(email):
-    """The user who may sign in with this email, or None (every customer request asks)."""
-    row = FIND_ACTIVE_USER(normalize_email(email)).fetchone()
-    return ActiveUser(*row) if row else None
+    """The user who may sign in with this email, as an `ActiveUser` row, or None (every
+    customer request asks)."""
+    return queries.FIND_ACTIVE_USER.one(normalize_email(email))
 
 
 def save_user(email, uuid, name=None):
@@ -48,10 +39,13 @@ def save_user(email, uuid, name=None):
 
 
 def remove_user(email):
-    """Revoke a user's access at once. Their chats stay for the agents. True if one was active."""
-    return bool(User.update(uuid=None, updated_at=utcnow())
-                .where((User.email == normalize_email(email)) & User.uuid.is_null(False))
-                .execute())
+    """Revoke a user's access at once; their chats stay for the agents. Raises `UserNotFound`
+    when no active user has that email."""
+    removed = (User.update(uuid=None, updated_at=utcnow())
+               .where((User.email == normalize_email(email)) & User.uuid.is_null(False))
+               .execute())
+    if not removed:
+        raise UserNotFound(normalize_email(email))
 
 
 def active_users():
@@ -97,11 +91,7 @@ def active_agents():
     return Agent.select().where(Agent.token_digest.is_null(False)).order_by(Agent.name)
 
 
-FIND_AGENT = Statement('SELECT "id", "name", "display_name", "token_digest" FROM "agent" '
-                       'WHERE "token_digest" = ?')
-
-
 def find_agent_by_digest(token_digest):
-    """The active agent with this token digest, or None (every agent request asks)."""
-    row = FIND_AGENT(token_digest).fetchone()
-    return Agent(id=row[0], name=row[1], display_name=row[2], token_digest=row[3]) if row else None
+    """The active agent with this token digest, as an `ActiveAgent` row, or None (every agent
+    request asks)."""
+    return queries.FIND_AGENT.one(token_digest)

@@ -3,7 +3,7 @@ from flask import Blueprint
 
 import accounts
 from auth import require_admin
-from errors import APIError, envelope, read_data
+from envelope import read_data, success
 from schemas import UserEmailSchema, UserSchema
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
@@ -17,14 +17,13 @@ user_email_schema = UserEmailSchema()
 def put_user():
     fields = user_schema.load(read_data())
     user, created = accounts.save_user(fields["email"], fields["uuid"], fields["name"])
-    return envelope("User created." if created else "User updated.",
-                    {"email": user.email, "name": user.name, "created": created})
+    return success("User created." if created else "User updated.",
+                   {"email": user.email, "name": user.name, "created": created})
 
 
 @bp.delete("/users")
 @require_admin
 def delete_user():
     fields = user_email_schema.load(read_data())
-    if not accounts.remove_user(fields["email"]):
-        raise APIError(404, "user_not_found", "No active user has that email.")
-    return envelope("User removed.", {"email": fields["email"], "removed": True})
+    accounts.remove_user(fields["email"])
+    return success("User removed.", {"email": fields["email"], "removed": True})

@@ -1,12 +1,15 @@
 """The agent API: support agents list chats, read them and reply, with their own tokens."""
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
 
 import answers
 import chats
+import longpoll
 from auth import require_agent
-from errors import envelope, read_data
-from idempotency import answer_once
-from models import CHAT_CLOSED, CHAT_OPEN, SENDER_AGENT, SENDER_USER, Chat
+from chats import AGENT
+from envelope import read_data, success
+from idempotency import idempotent
+from models import CHAT_CLOSED, CHAT_OPEN
+from ratelimits import agent_calls
 from schemas import AgentChatsQuery, AgentMessagesQuery, AgentReadSchema, AgentReplySchema
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
@@ -17,75 +20,73 @@ reply_schema = AgentReplySchema()
 read_schema = AgentReadSchema()
 
 
-def agent_chat_page(status, before, limit, public_id=None):
-    return chats.chat_list(SENDER_USER, "agent_read_seq", status, before, limit,
-                           public_id=public_id)
-
-
 @bp.get("/chats")
 @require_agent
+@agent_calls
 def list_chats():
     query = chats_query.load(request.args.to_dict())
-    page, next_before = agent_chat_page(query["status"], query["before"], query["limit"])
-    return envelope("Chats.", {"chats": [answers.agent_chat_json(chat) for chat in page],
-                               "next_before": next_before, "has_more": next_before is not None})
+    rows, next_before = chats.chat_list(AGENT, query["status"], query["before"], query["limit"])
+    return success("Chats.", answers.chat_page_json(rows, next_before, AGENT))
 
 
 @bp.get("/chats/<chat_id>")
 @require_agent
+@agent_calls
 def get_chat(chat_id):
-    page, _ = agent_chat_page("all", None, 1, public_id=chat_id)
-    if not page:
+    rows, _ = chats.chat_list(AGENT, "all", None, 1, public_id=chat_id)
+    if not rows:
         raise chats.ChatNotFound()
-    return envelope("Chat.", answers.agent_chat_json(page[0], detail=True))
+    return success("Chat.", answers.chat_json(rows[0], AGENT, detail=True))
 
 
 @bp.get("/chats/<chat_id>/messages")
 @require_agent
+@agent_calls
 def poll_messages(chat_id):
     query = messages_query.load(request.args.to_dict())
-    return envelope("Messages.", answers.poll_page(chats.find_chat(chat_id), query, for_agent=True))
+    chat = chats.find_chat(chat_id)
+    page = longpoll.poll(chat, query["after"], query["limit"], query["wait"],
+                         current_app.extensions["waiter_slots"])
+    return success("Messages.", answers.poll_json(chat, query["after"], page, AGENT))
+
+
+def load_reply(chat_id):
+    return {"fields": reply_schema.load(read_data()), "chat": chats.find_chat(chat_id)}
 
 
 @bp.post("/chats/<chat_id>/messages")
 @require_agent
-def reply(chat_id):
-    fields = reply_schema.load(read_data())
-    chat = chats.find_chat(chat_id)
-
-    def work():
-        message = chats.add_message(chat, SENDER_AGENT, fields["message"], fields["image_url"],
-                                    agent=g.agent)
-        return {"chatId": chat.public_id, "messageId": message.public_id, "seq": message.seq}
-
-    data, headers = answer_once(f"agent:{g.agent.id}", work)
-    return envelope("Reply sent.", data, headers=headers)
+@agent_calls
+@idempotent("Reply sent.", prepare=load_reply)
+def reply(fields, chat):
+    message = chats.add_agent_reply(chat, g.agent, fields["message"], fields["image_url"])
+    return {"chatId": chat.public_id, "messageId": message.public_id, "seq": message.seq}
 
 
 @bp.post("/chats/<chat_id>/read")
 @require_agent
+@agent_calls
 def mark_read(chat_id):
     fields = read_schema.load(read_data())
     chat = chats.find_chat(chat_id)
-    read_seq = chats.mark_read(chat, Chat.agent_read_seq, fields["seq"])
-    return envelope("Read mark saved.", {
-        "chatId": chat.public_id, "read_seq": read_seq,
-        "unread": chats.count_unread(chat, SENDER_USER, Chat.agent_read_seq)})
+    read_seq, unread = chats.mark_read(chat, AGENT, fields["seq"])
+    return success("Read mark saved.", answers.read_mark_json(chat, read_seq, unread))
 
 
 def change_status(chat_id, status, message):
     chat = chats.find_chat(chat_id)
-    chats.set_status(chat, status)
-    return envelope(message, {"chatId": chat.public_id, "status": status})
+    return success(message, {"chatId": chat.public_id, "status": chats.set_status(chat, status)})
 
 
 @bp.post("/chats/<chat_id>/close")
 @require_agent
+@agent_calls
 def close_chat(chat_id):
     return change_status(chat_id, CHAT_CLOSED, "Chat closed.")
 
 
 @bp.post("/chats/<chat_id>/reopen")
 @require_agent
+@agent_calls
 def reopen_chat(chat_id):
     return change_status(chat_id, CHAT_OPEN, "Chat reopened.")

@@ -1,7 +1,5 @@
-"""How chats and messages look in the API's answers, to customers and to agents."""
-from flask import current_app
-
-from chats import as_datetime, poll_messages
+"""How chats and messages look in the API's answers, as each `Side` sees them."""
+from chats import as_datetime
 
 
 def whole_if_integral(number):
@@ -13,47 +11,53 @@ def iso(moment):
     return moment.isoformat(timespec="milliseconds") + "Z"
 
 
-def message_json(row, for_agent):
-    """A row of MESSAGES_AFTER as the customer or an agent sees it: customers see no more of
-    an agent than a display name."""
-    public_id, seq, sender, body, image_url, created_at, agent_id, name, display_name = row
-    item = {"messageId": public_id, "seq": seq, "sender": sender, "message": body,
-            "image_url": image_url, "created_at": iso(as_datetime(created_at))}
-    if for_agent:
-        item["agent"] = {"name": name, "display_name": display_name} if agent_id else None
+def message_json(row, side):
+    """A `MessageRow` as `side` sees it: customers see no more of an agent than a display
+    name."""
+    item = {"messageId": row.public_id, "seq": row.seq, "sender": row.sender,
+            "message": row.body, "image_url": row.image_url,
+            "created_at": iso(as_datetime(row.created_at))}
+    by_agent = row.agent_id is not None
+    if side.sees_everything:
+        item["agent"] = ({"name": row.agent_name, "display_name": row.agent_display_name}
+                         if by_agent else None)
     else:
-        item["agent_name"] = display_name if agent_id else None
+        item["agent_name"] = row.agent_display_name if by_agent else None
     return item
 
 
-def chat_row_json(row):
-    """What customers and agents both see of a row of `chat_list_statement`."""
-    return {"chatId": row[1], "status": row[2], "created_at": iso(as_datetime(row[6])),
-            "updated_at": iso(as_datetime(row[7])),
-            "last_message": {"seq": row[13], "sender": row[14], "preview": row[15],
-                             "created_at": iso(as_datetime(row[16]))},
-            "unread": row[17]}
-
-
-def customer_chat_json(row):
-    return chat_row_json(row)
-
-
-def agent_chat_json(row, detail=False):
-    item = {**chat_row_json(row), "customer": {"email": row[11], "name": row[12]},
-            "name": row[3], "plan_id": row[4], "account_created_at": whole_if_integral(row[5])}
-    if detail:
-        item.update(last_seq=row[8], customer_read_seq=row[9], agent_read_seq=row[10])
+def chat_json(row, side, detail=False):
+    """A `ChatListRow` as `side` sees it; agents also see the customer and what the chat was
+    created with, and with `detail` every read mark."""
+    item = {"chatId": row.public_id, "status": row.status,
+            "created_at": iso(as_datetime(row.created_at)),
+            "updated_at": iso(as_datetime(row.updated_at)),
+            "last_message": {"seq": row.last_message_seq, "sender": row.last_message_sender,
+                             "preview": row.last_message_preview,
+                             "created_at": iso(as_datetime(row.last_message_created_at))},
+            "unread": row.unread}
+    if side.sees_everything:
+        item.update(customer={"email": row.customer_email, "name": row.customer_name},
+                    name=row.name, plan_id=row.plan_id,
+                    account_created_at=whole_if_integral(row.account_created_at))
+    if detail and side.sees_everything:
+        item.update(last_seq=row.last_seq, customer_read_seq=row.customer_read_seq,
+                    agent_read_seq=row.agent_read_seq)
     return item
 
 
-def poll_page(chat, fields, for_agent):
-    """The answer to a poll with `after`, `limit` and `wait`, as the customer or an agent."""
-    after = fields["after"]
-    status, messages, has_more = poll_messages(chat, after, fields["limit"], fields["wait"],
-                                               current_app.extensions["longpoll_slots"])
-    return {"chatId": chat.public_id, "status": status,
-            "messages": [message_json(row, for_agent) for row in messages],
-            "next_after": messages[-1][1] if messages else after, "has_more": has_more}
+def chat_page_json(rows, next_before, side):
+    return {"chats": [chat_json(row, side) for row in rows], "next_before": next_before,
+            "has_more": next_before is not None}
 
 
+def poll_json(chat, after, page, side):
+    """A long-poll's `Page` of messages after `after`."""
+    return {"chatId": chat.public_id, "status": page.status,
+            "messages": [message_json(row, side) for row in page.messages],
+            "next_after": page.messages[-1].seq if page.messages else after,
+            "has_more": page.has_more}
+
+
+def read_mark_json(chat, read_seq, unread):
+    return {"chatId": chat.public_id, "read_seq": read_seq, "unread": unread}

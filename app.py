@@ -3,19 +3,26 @@
     python app.py                          # waitress on HOST:PORT
     waitress-serve --call app:create_app   # the same, waitress's own launcher
     flask --app app run                    # development server
+
+`create_app` only builds the app: it opens no database connection, so every CLI command (and
+its --help) works with the database unreachable. Serving needs more, done by `start_serving`
+once before the first request (and at once by `python app.py`): pending schema migrations, the
+background threads, the start-up log.
 """
 import logging
 import os
 import threading
 
-from flask import Flask
+from flask import Flask, request
 from flask_cors import CORS
 
-import lane
-import migrations
 import accounts
+import lane
+import longpoll
+import migrations
 import models
-from errors import envelope, register_error_handlers
+from envelope import success
+from errors import register_error_handlers
 from ratelimits import setup_limits
 
 DEFAULTS = {
@@ -64,12 +71,12 @@ def load_environment(app):
 
 
 def default_database_url(app):
-    os.makedirs(app.instance_path, exist_ok=True)
+    """A SQLite file in the instance folder (made when the schema is first created)."""
     return "sqlite:///" + os.path.join(app.instance_path, "supportzen.db")
 
 
 def run_in_request_lane(app):
-    """Each request runs in models.request_lane (one at a time on SQLite; see there). The
+    """Each request runs in `lane.request_lane` (one at a time on SQLite; see there). The
     response body is sent after the lane is left."""
     handle = app.wsgi_app
 
@@ -91,18 +98,14 @@ def setup_cors(app):
 
 
 def setup_database(app):
+    """Point the models at the database (no connection opens until a query needs one)."""
     synchronous = app.config["SQLITE_SYNCHRONOUS"].upper()
     if synchronous not in ("NORMAL", "FULL"):
         raise ValueError("SQLITE_SYNCHRONOUS must be NORMAL or FULL")
     url = app.config["DATABASE_URL"] or default_database_url(app)
     models.configure_database(url, synchronous, app.config["DB_POOL_SIZE"])
-    start, end = migrations.upgrade()
-    models.background_checkpoints.start()
-    if start != end:
-        app.logger.info("database schema upgraded from version %s to %s", start, end)
     # Long-polls hold a waitress thread each: at most this many wait at once.
-    app.extensions["longpoll_slots"] = threading.BoundedSemaphore(
-        app.config["LONGPOLL_MAX_WAITERS"])
+    app.extensions["waiter_slots"] = longpoll.WaiterSlots(app.config["LONGPOLL_MAX_WAITERS"])
 
     @app.teardown_request
     def return_connection(exc):
@@ -145,6 +148,7 @@ def create_app(config=None):
     register_error_handlers(app)
     setup_database(app)
     run_in_request_lane(app)
+    start_serving_before_first_request(app)
     setup_cors(app)
     setup_limits(app)
     register_blueprints(app)
@@ -153,23 +157,62 @@ def create_app(config=None):
     @app.get("/healthz")
     def healthz():
         models.check_database()
-        return envelope("ok", {"database": "ok"})
+        return success("ok", {"database": "ok"})
 
-    log_startup(app)
     return app
 
 
-def log_startup(app):
-    app.logger.info("database: %s", models.describe_database())
-    if not accounts.has_active_users():
-        app.logger.warning("no user yet: add one with  flask --app app users add EMAIL UUID")
-    models.database.close()
+# Requests that need no database, answered even while start-up cannot reach it.
+NO_DATABASE_ENDPOINTS = {"openapi.openapi_document"}
+
+
+def start_serving_before_first_request(app):
+    """Serving through any launcher (waitress-serve, flask run, a test client) starts with
+    `start_serving`; CLI commands, which serve no request, never do.
+
+    Should start-up fail (the database unreachable, say), the request answers 503 and the next
+    one tries again.
+    """
+    app.extensions["serving"] = {"started": False, "lock": threading.Lock()}
+
+    @app.before_request
+    def start_if_needed():
+        if app.extensions["serving"]["started"] or request.url_rule is None \
+                or request.endpoint in NO_DATABASE_ENDPOINTS:
+            return
+        try:
+            start_serving(app)
+        except Exception:
+            app.logger.error("start-up failed; the next request tries again")
+            raise
+
+
+def start_serving(app):
+    """Bring the schema to the latest version, start the background threads and log where the
+    data lives; once per app, whoever calls first."""
+    state = app.extensions["serving"]
+    with state["lock"]:
+        if state["started"]:
+            return
+        models.create_database_folder()
+        start, end = migrations.upgrade()
+        if start != end:
+            app.logger.info("database schema upgraded from version %s to %s", start, end)
+        models.background_checkpoints.start()
+        app.logger.info("database: %s", models.describe_database())
+        if not accounts.has_active_users():
+            app.logger.warning(
+                "no user yet: add one with  .venv/bin/flask --app app users add EMAIL UUID")
+        models.database.close()
+        state["started"] = True
 
 
 def main():
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = lane.create_server(create_app(), **waitress_settings(os.environ))
+    app = create_app()
+    start_serving(app)
+    server = lane.create_server(app, **waitress_settings(os.environ))
     server.print_listen("Serving on http://{}:{}")
     try:
         server.run()

@@ -1,19 +1,62 @@
-"""`flask --app app users|agents|db ...`: provisioning and upkeep from a shell."""
+"""`flask --app app users|agents|db ...`: provisioning and upkeep from a shell.
+
+Commands neither migrate the schema nor start the server's background threads: `db upgrade`
+alone changes the schema, and every other command that reads or writes data first checks that
+the schema is the one this release needs.
+"""
+import contextlib
 import csv
+import functools
 import itertools
 import json
-import sys
-
 import re
+import sys
 
 import click
 from flask.cli import AppGroup
 from marshmallow import ValidationError
+from peewee import DatabaseError
 
-import migrations
 import accounts
+import migrations
 import models
 from schemas import MAX_NAME_LENGTH, UserSchema
+
+
+@contextlib.contextmanager
+def database_errors_explained():
+    """A database that cannot be used is one line saying why, not a traceback."""
+    try:
+        yield
+    except DatabaseError as error:
+        raise click.ClickException(
+            f"cannot use the database ({models.describe_database()}): {error}") from None
+    except migrations.SchemaTooNew as error:
+        raise click.ClickException(str(error)) from None
+
+
+def needs_current_schema(command):
+    """Run `command` only on a database whose schema this release can use; otherwise say what
+    to do, instead of a traceback."""
+
+    @functools.wraps(command)
+    def checked(*args, **kwargs):
+        if models.sqlite_file_missing():
+            raise click.ClickException(
+                f"no database yet ({models.describe_database()}): create it with  "
+                "flask --app app db upgrade  (or start the service)")
+        with database_errors_explained():
+            version = migrations.current_version()
+        if version > migrations.LATEST:
+            raise click.ClickException(str(migrations.SchemaTooNew(version)))
+        if version != migrations.LATEST:
+            raise click.ClickException(
+                f"the database schema is at version {version} and this release needs "
+                f"{migrations.LATEST}: run  flask --app app db upgrade  first")
+        return command(*args, **kwargs)
+
+    return checked
+
 
 users = AppGroup("users", help="Add, import, remove and list the customers who may chat.")
 user_schema = UserSchema()
@@ -35,6 +78,7 @@ def describe_errors(error):
 @click.argument("email")
 @click.argument("uuid")
 @click.option("--name", default=None, help="The customer's display name.")
+@needs_current_schema
 def add_user(email, uuid, name):
     """Add a customer, or give an existing EMAIL a new UUID."""
     try:
@@ -47,14 +91,19 @@ def add_user(email, uuid, name):
 
 @users.command("remove")
 @click.argument("email")
+@needs_current_schema
 def remove_user(email):
     """Revoke a customer's access at once (their chats are kept for the agents)."""
-    if not accounts.remove_user(email):
-        raise click.ClickException(f"no active user has the email {email.strip().lower()}")
-    click.echo(f"removed {email.strip().lower()}")
+    email = accounts.normalize_email(email)
+    try:
+        accounts.remove_user(email)
+    except accounts.UserNotFound:
+        raise click.ClickException(f"no active user has the email {email}") from None
+    click.echo(f"removed {email}")
 
 
 @users.command("list")
+@needs_current_schema
 def list_users():
     """List the customers who may chat (emails and names; never their uuids)."""
     count = 0
@@ -120,6 +169,7 @@ def count_lines(path):
 
 @users.command("import")
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@needs_current_schema
 def import_users(path):
     """Add or update customers from FILE: CSV (header email,uuid[,name]) or JSON lines.
 
@@ -164,6 +214,7 @@ AGENT_NAME = re.compile(r"\A[A-Za-z0-9._@-]{1,64}\Z")
 @agents.command("add")
 @click.argument("name")
 @click.option("--display-name", default=None, help="The name customers see on replies.")
+@needs_current_schema
 def add_agent(name, display_name):
     """Add agent NAME and print its new token (shown this once, stored only as a digest)."""
     if not AGENT_NAME.match(name):
@@ -179,6 +230,7 @@ def add_agent(name, display_name):
 
 
 @agents.command("list")
+@needs_current_schema
 def list_agents():
     """List the active agents (never their tokens)."""
     for agent in accounts.active_agents():
@@ -187,6 +239,7 @@ def list_agents():
 
 @agents.command("remove")
 @click.argument("name")
+@needs_current_schema
 def remove_agent(name):
     """Revoke agent NAME's token at once (its replies keep their author)."""
     if not accounts.remove_agent(name):
@@ -201,15 +254,18 @@ db = AppGroup("db", help="Database upkeep.")
 
 @db.command("upgrade")
 def upgrade_database():
-    """Apply every pending schema migration (the service also does this at start)."""
-    start, end = migrations.upgrade()
+    """Apply every pending schema migration (serving also does this at start)."""
+    models.create_database_folder()
+    with database_errors_explained():
+        start, end = migrations.upgrade()
     if start == end:
-        click.echo(f"schema is up to date (version {end})")
+        click.echo(f"schema already at version {end}")
     else:
         click.echo(f"schema upgraded from version {start} to {end}")
 
 
 @db.command("copy")
+@needs_current_schema
 @click.option("--to", "target_url", required=True, metavar="URL",
               help="The database to copy into, e.g. postgresql://user:pass@host:5432/db")
 def copy_database(target_url):

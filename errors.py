@@ -1,87 +1,41 @@
-"""The response envelope and every error handler.
+"""Every exception an answer can come from, mapped once to its JSON envelope.
 
-Every answer, success or failure, is `{"status", "message", "data", "error"}`. Views raise
-`APIError` (or let a model exception, a `ValidationError` or an `HTTPException` escape) and
-the handlers below turn it into that envelope with a stable `error.code`, so no view needs a
-try/except of its own.
+Views raise `APIError`, or let a domain exception (a chat rule broken, a failed sign-in), a
+`ValidationError` or an `HTTPException` escape; the handlers below turn each into the envelope
+with a stable `error.code`, so no view needs a try/except of its own.
 """
-import json
-
-from flask import current_app, g, request
+from flask import current_app, request
+from flask_limiter import RateLimitExceeded
 from marshmallow import ValidationError
 from peewee import IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+import accounts
+import auth
 import chats
-from models import IdempotencyKeyReused
+import idempotency
+import ratelimits
+from envelope import APIError, failure, invalid_fields
 
-
-def envelope(message, data=None, status=200, headers=None):
-    """Build a success answer in the envelope."""
-    return json_response({"status": "success", "message": message, "data": data, "error": None},
-                         status, headers)
-
-
-def json_response(body, status, headers=None):
-    """What `jsonify` answers outside debug mode, built directly: every request pays for it."""
-    text = json.dumps(body, separators=(",", ":"), default=current_app.json.default)
-    return current_app.response_class(text + "\n", status=status, headers=headers,
-                                      mimetype="application/json")
-
-
-class APIError(Exception):
-    """An error answer: HTTP status, stable machine-readable code, human message."""
-
-    def __init__(self, status, code, message, headers=None, **details):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.details = details
-
-    def to_response(self):
-        error = {"code": self.code, **self.details}
-        return json_response({"status": "error", "message": self.message, "data": None,
-                              "error": error}, self.status, self.headers)
-
-
-def unauthorized():
-    """The one 401 for every authentication failure, so no cause can be told from another."""
-    return APIError(401, "unauthorized", "Authentication failed.",
-                    headers={"WWW-Authenticate": "Bearer"})
-
-
-def read_data():
-    """The request's `data` object, after checking the body is a JSON object holding one.
-
-    Authentication needs `data.email` before the fields are validated, so the envelope is
-    unwrapped here, once per request, rather than inside each schema.
-    """
-    if "envelope_data" in g:
-        return g.envelope_data
-    if not request.is_json:
-        raise APIError(415, "unsupported_media_type",
-                       "The request body must be JSON (Content-Type: application/json).")
-    try:
-        body = json.loads(request.get_data(cache=True))
-    except (ValueError, RecursionError):
-        raise APIError(400, "invalid_json", "The request body is not valid JSON.") from None
-    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-        raise APIError(400, "invalid_json",
-                       'The request body must be a JSON object with a "data" object.')
-    g.envelope_data = body["data"]
-    return g.envelope_data
-
-
-# Domain exceptions raised by models.py, mapped once to their HTTP answer.
-MODEL_ERRORS = {
+# Domain exceptions, each with the answer it gets: (status, code, message[, headers]).
+DOMAIN_ERRORS = {
     chats.ChatNotFound: (404, "chat_not_found", "Chat not found."),
     chats.ChatClosed: (409, "chat_closed", "This chat is closed."),
     chats.TooManyOpenChats: (409, "too_many_open_chats",
                              "Too many open chats; close one before starting another."),
-    IdempotencyKeyReused: (422, "idempotency_key_reused",
-                           "This Idempotency-Key was already used with a different request."),
+    idempotency.IdempotencyKeyReused: (
+        422, "idempotency_key_reused",
+        "This Idempotency-Key was already used with a different request."),
+    accounts.UserNotFound: (404, "user_not_found", "No active user has that email."),
+    # One 401 for every authentication failure, so no cause can be told from another.
+    auth.AuthenticationFailed: (401, "unauthorized", "Authentication failed.",
+                                {"WWW-Authenticate": "Bearer"}),
+}
+
+# Domain exceptions that are invalid input in one field: (field, its message).
+FIELD_ERRORS = {
+    chats.SeqBeyondLast: lambda error: ("seq", str(error)),
+    chats.InvalidCursor: lambda error: ("before", "Not a valid cursor."),
 }
 
 HTTP_ERRORS = {
@@ -95,18 +49,21 @@ HTTP_ERRORS = {
 
 
 def handle_api_error(error):
-    return error.to_response()
+    return failure(error)
+
+
+def handle_domain_error(error):
+    return failure(APIError(*DOMAIN_ERRORS[type(error)]))
+
+
+def handle_field_error(error):
+    field, message = FIELD_ERRORS[type(error)](error)
+    return failure(invalid_fields({field: [message]}))
 
 
 def handle_validation_error(error):
     fields = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-    return APIError(400, "validation_error", "Some fields are invalid.",
-                    fields=fields).to_response()
-
-
-def handle_model_error(error):
-    status, code, message = MODEL_ERRORS[type(error)]
-    return APIError(status, code, message).to_response()
+    return failure(invalid_fields(fields))
 
 
 def handle_http_exception(error):
@@ -114,32 +71,40 @@ def handle_http_exception(error):
     headers = {}
     if error.code == 405 and getattr(error, "valid_methods", None):
         headers["Allow"] = ", ".join(error.valid_methods)
-    return APIError(error.code, code, message, headers=headers).to_response()
+    return failure(APIError(error.code, code, message, headers=headers))
+
+
+def handle_rate_limited(error):
+    return failure(APIError(429, "rate_limited",
+                            "Too many requests; retry after Retry-After seconds.",
+                            headers={"Retry-After": str(ratelimits.seconds_until_reset())}))
 
 
 def handle_integrity_error(error):
     current_app.logger.warning("integrity error: %s", error)
-    return APIError(409, "conflict",
-                    "The request conflicts with data already stored.").to_response()
+    return failure(APIError(409, "conflict", "The request conflicts with data already stored."))
 
 
 def handle_database_unavailable(error):
     current_app.logger.error("database unavailable: %s", error)
-    return APIError(503, "database_unavailable",
-                    "The database is unavailable; try again shortly.",
-                    headers={"Retry-After": "1"}).to_response()
+    return failure(APIError(503, "database_unavailable",
+                            "The database is unavailable; try again shortly.",
+                            headers={"Retry-After": "1"}))
 
 
 def handle_unexpected(error):
     current_app.logger.exception("unexpected error on %s %s", request.method, request.path)
-    return APIError(500, "internal_error", "An unexpected error occurred.").to_response()
+    return failure(APIError(500, "internal_error", "An unexpected error occurred."))
 
 
 def register_error_handlers(app):
     app.register_error_handler(APIError, handle_api_error)
     app.register_error_handler(ValidationError, handle_validation_error)
-    for exception in MODEL_ERRORS:
-        app.register_error_handler(exception, handle_model_error)
+    for exception in DOMAIN_ERRORS:
+        app.register_error_handler(exception, handle_domain_error)
+    for exception in FIELD_ERRORS:
+        app.register_error_handler(exception, handle_field_error)
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(IntegrityError, handle_integrity_error)
     app.register_error_handler(OperationalError, handle_database_unavailable)

@@ -24,6 +24,11 @@ from waitress.task import ThreadedTaskDispatcher
 
 import models
 
+# The waitress release whose dispatcher loop `LaneDispatcher` copies and whose private hooks
+# (`_dispatcher`, `map`, `channel_class`) `create_server` uses; requirements.txt pins it, and a
+# test fails on any other.
+VERIFIED_WAITRESS = "3.0"
+
 
 class RequestLane:
     """The lane: `busy` while a thread is in it; threads coming back in (`entering`) go first."""

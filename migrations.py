@@ -8,9 +8,18 @@ the models look like later.
 """
 from types import SimpleNamespace
 
-from peewee import (SQL, BigIntegerField, CharField, DateTimeField, DoubleField,
-                    ForeignKeyField, IntegerField, Model, TextField)
-from playhouse.migrate import SchemaMigrator, migrate
+from peewee import (
+    SQL,
+    BigIntegerField,
+    CharField,
+    DateTimeField,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse.migrate import SchemaMigrator, SqliteMigrator, migrate
 
 import models
 
@@ -129,7 +138,35 @@ def drop_redundant_indexes(database, migrator):
             migrator.drop_index("chat", "chat_user_id"))
 
 
-MIGRATIONS = [initial_schema, two_way_chat, drop_redundant_indexes]
+# (old name, new name, table, columns, unique): version 2 named these after the frozen class
+# (`IdempotencyKey`, peewee's legacy naming); the live models name them after the table.
+IDEMPOTENCY_INDEX_RENAMES = [
+    ("idempotencykey_created_at", "idempotency_key_created_at", "idempotency_key",
+     ("created_at",), False),
+    ("idempotencykey_scope_key", "idempotency_key_scope_key", "idempotency_key",
+     ("scope", "key"), True),
+]
+
+
+def name_indexes_as_the_models_do(database, migrator):
+    """The idempotency_key indexes take the names the live models give them.
+
+    PostgreSQL renames an index in place. SQLite cannot: it builds the new index before
+    dropping the old one, so the rows stay as they are and (scope, key) stays unique
+    throughout. The chat read marks' DEFAULT 0, which only the database had, is now declared
+    by the models too: nothing to change here.
+    """
+    sqlite = isinstance(migrator, SqliteMigrator)
+    for old_name, new_name, table, columns, unique in IDEMPOTENCY_INDEX_RENAMES:
+        if sqlite:
+            migrate(migrator.add_index(table, columns, unique, name=new_name),
+                    migrator.drop_index(table, old_name))
+        else:
+            migrate(migrator.sql(f'ALTER INDEX "{old_name}" RENAME TO "{new_name}"'))
+
+
+MIGRATIONS = [initial_schema, two_way_chat, drop_redundant_indexes,
+              name_indexes_as_the_models_do]
 # MIGRATIONS[n] takes version n to n + 1
 LATEST = len(MIGRATIONS)
 
@@ -151,15 +188,31 @@ def current_version():
         return recorded_version(database)
 
 
+class SchemaTooNew(Exception):
+    """The database was upgraded by a later release than this one."""
+
+    def __init__(self, version):
+        super().__init__(f"the database schema is at version {version}, newer than this "
+                         f"release's {LATEST}: run the release that upgraded it")
+        self.version = version
+
+
 def upgrade(target=LATEST):
-    """Bring the schema to `target`, one migration per transaction. Returns (from, to)."""
+    """Bring the schema to `target`, one migration per transaction.
+
+    Returns (from, to): the version before the first migration this call applied and the
+    version after it, or (now, now) when it applied none (another process may have).
+    """
     database = models.database
     migrator = SchemaMigrator.from_database(database.obj)
+    applied_from = None
     with database.bind_ctx(FROZEN_MODELS, bind_refs=False, bind_backrefs=False):
         with models.write_transaction():
             models.migration_lock()
             start = recorded_version(database)
             database.create_tables([SchemaVersion])
+        if start > LATEST:
+            raise SchemaTooNew(start)
         for version in range(start, target):
             with models.write_transaction():
                 models.migration_lock()
@@ -167,8 +220,10 @@ def upgrade(target=LATEST):
                     continue  # another process got here first
                 MIGRATIONS[version](database, migrator)
                 SchemaVersion.create(version=version + 1)
+                applied_from = version if applied_from is None else applied_from
+        now = recorded_version(database)
     database.close()
-    return start, max(start, target)
+    return (now if applied_from is None else applied_from), now
 
 
 # --- copying a database (SQLite to PostgreSQL, say) ---------------------------------------
@@ -209,9 +264,8 @@ def copy_table(model, target, on_batch):
     last_id = 0
     while rows := list(model.select().where(model.id > last_id).order_by(model.id)
                        .limit(COPY_BATCH).dicts()):
-        with target.bind_ctx([model], bind_refs=False, bind_backrefs=False):
-            with target.atomic():
-                model.insert_many(rows).execute()
+        with target.bind_ctx([model], bind_refs=False, bind_backrefs=False), target.atomic():
+            model.insert_many(rows).execute()
         last_id = rows[-1]["id"]
         on_batch(model, len(rows))
 

@@ -1,20 +1,30 @@
-"""Storage: the database object, the models and the business rules that write them.
+"""Storage: the database object, the models, and how a transaction takes its locks.
 
 Backend differences live here and nowhere else: `configure_database` picks the SQLite pragmas
 or the PostgreSQL settings, and `write_transaction` picks how a read-then-write transaction
-takes its lock.
+takes its lock. Hand-written SQL lives in `queries.py`.
 """
 import contextlib
 import datetime
 import logging
+import os
 import secrets
 import sqlite3
 import threading
 from urllib.parse import urlsplit
 
 import peewee
-from peewee import (BigIntegerField, CharField, DatabaseProxy, DateTimeField, DoubleField,
-                    ForeignKeyField, IntegerField, Model, TextField)
+from peewee import (
+    BigIntegerField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
 from playhouse.db_url import connect as connect_url
 
 database = DatabaseProxy()
@@ -29,7 +39,7 @@ AGENT_TOKEN_PREFIX = "szagent_"
 
 def utcnow():
     """Naive UTC, the same on SQLite and PostgreSQL `timestamp` columns."""
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 def new_public_id(prefix):
@@ -69,13 +79,16 @@ class Chat(BaseModel):
     plan_id = BigIntegerField(null=True)
     account_created_at = DoubleField()  # the customer's account creation time, Unix seconds
     last_seq = IntegerField(default=0)  # the seq of the newest message; allocates the next one
-    customer_read_seq = IntegerField(default=0)  # the customer has read up to here
-    agent_read_seq = IntegerField(default=0)  # the agents have read up to here
+    # Read marks: the customer, and the agents, have read up to here. The database has DEFAULT 0
+    # since version 2 added them to chats that already existed; declared so the models match.
+    customer_read_seq = IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    agent_read_seq = IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)  # the last activity: orders the chat lists
 
     class Meta:
-        # Declared for documentation: migrations.py creates the real schema.
+        # migrations.py creates the real schema; tests/test_schema.py checks that it matches
+        # these declarations, index names included.
         indexes = ((("user", "updated_at"), False), (("updated_at", "id"), False),
                    (("status", "updated_at", "id"), False))
 
@@ -227,6 +240,25 @@ def reset_sequences(db, models):
                        f"COALESCE((SELECT MAX(id) FROM \"{table}\"), 0) + 1, false)")
 
 
+def sqlite_path():
+    """The SQLite database's file, or None (PostgreSQL, or an in-memory database)."""
+    if not is_sqlite() or database.obj.database in ("", ":memory:"):
+        return None
+    return database.obj.database
+
+
+def sqlite_file_missing():
+    path = sqlite_path()
+    return path is not None and not os.path.exists(path)
+
+
+def create_database_folder():
+    """Make the folder that will hold the SQLite file (the schema's first creation does)."""
+    path = sqlite_path()
+    if path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
 def describe_database():
     """Where the data lives, for the start-up log: never the password."""
     db = database.obj
@@ -249,7 +281,7 @@ def write_transaction():
 
     On SQLite it starts IMMEDIATE: a DEFERRED one that reads first fails with "database is
     locked" when another writer got in between, whatever the busy timeout. PostgreSQL takes row
-    locks as it goes (see `chats.add_message`).
+    locks as it goes (see `queries.BUMP_CHAT`).
     """
     if not is_sqlite():
         with database.atomic() as transaction:
@@ -257,23 +289,6 @@ def write_transaction():
         return
     with sqlite_writer, database.atomic("IMMEDIATE") as transaction:
         yield transaction
-
-
-class Statement:
-    """Hand-written SQL for the hottest paths, where building a query with peewee costs several
-    times what running it does. Written with ? placeholders; each backend gets its own copy,
-    and the driver's statement cache reuses the prepared form."""
-
-    def __init__(self, sql):
-        self.sql = sql
-        self._by_placeholder = {}
-
-    def __call__(self, *params):
-        placeholder = database.obj.param
-        sql = self._by_placeholder.get(placeholder)
-        if sql is None:
-            sql = self._by_placeholder[placeholder] = self.sql.replace("?", placeholder)
-        return database.execute_sql(sql, params)
 
 
 def migration_lock():
@@ -286,19 +301,6 @@ def migration_lock():
         database.execute_sql("SELECT pg_advisory_xact_lock(727274)")
 
 
-LOCK_USER = Statement('SELECT "id" FROM "user" WHERE "id" = ? FOR UPDATE')
-
-
-def lock_user(user):
-    """Inside a write transaction: hold the user's row until it ends (SQLite's IMMEDIATE
-    transaction already excludes every other writer)."""
-    if not is_sqlite():
-        LOCK_USER(user.id)
-
-
 def check_database():
     database.execute_sql("SELECT 1")
 
-
-class IdempotencyKeyReused(Exception):
-    """An Idempotency-Key came back with a different request."""

@@ -11,9 +11,20 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 from marshmallow import INCLUDE, Schema, fields, validate
 
-from schemas import (AgentChatsQuery, AgentMessagesQuery, AgentReadSchema, AgentReplySchema,
-                     ChatRefSchema, CreateChatSchema, ListChatsSchema, PollSchema, ReadSchema,
-                     SendMessageSchema, UserEmailSchema, UserSchema)
+from schemas import (
+    AgentChatsQuery,
+    AgentMessagesQuery,
+    AgentReadSchema,
+    AgentReplySchema,
+    ChatRefSchema,
+    CreateChatSchema,
+    ListChatsSchema,
+    PollSchema,
+    ReadSchema,
+    SendMessageSchema,
+    UserEmailSchema,
+    UserSchema,
+)
 
 bp = Blueprint("openapi", __name__)
 

@@ -4,25 +4,26 @@
 - customer sends (create and chat) per user;
 - agent calls per agent.
 
-The per-user and per-agent limits are checked inside the auth decorators' views, after the
-caller is known. Behind a proxy the client IP is the one waitress takes from X-Forwarded-For,
-and only when TRUSTED_PROXY names that proxy, so a spoofed header changes nothing.
+The per-user and per-agent limits are decorators that each limited view lists right below its
+auth decorator, since they need to know the caller. Behind a proxy the client IP is the one
+waitress takes from X-Forwarded-For, and only when TRUSTED_PROXY names that proxy, so a spoofed
+header changes nothing.
 """
 import functools
 import math
 import time
 
 from flask import current_app, g, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-
-from errors import APIError
+from werkzeug.exceptions import RequestHeaderFieldsTooLarge
 
 limiter = Limiter(
     key_func=get_remote_address,
     application_limits=[lambda: current_app.config["RATELIMIT_AUTH_FAILURES"]],
     application_limits_deduct_when=lambda response: response.status_code == 401,
 )
+
 
 def when_enabled(limit):
     """`limit` as a decorator that costs nothing while RATELIMIT_ENABLED is off."""
@@ -54,7 +55,7 @@ def refuse_large_headers():
     """Headers past MAX_HEADER_BYTES get a JSON 431 (waitress's own, larger cap is a backstop
     that answers in plain text)."""
     if header_bytes(request.environ) > current_app.config["MAX_HEADER_BYTES"]:
-        raise APIError(431, "headers_too_large", "The request headers are too large.")
+        raise RequestHeaderFieldsTooLarge()
 
 
 def header_bytes(environ):
@@ -68,15 +69,13 @@ def header_bytes(environ):
     return size
 
 
-def rate_limited(error):
-    """429 in the envelope, with the seconds until the breached window resets."""
+def seconds_until_reset():
+    """After a 429: the seconds until the breached window resets (at least 1)."""
     breached = limiter.current_limit
     wait = math.ceil(breached.reset_at - time.time()) if breached else 60
-    return APIError(429, "rate_limited", "Too many requests; retry after Retry-After seconds.",
-                    headers={"Retry-After": str(max(wait, 1))}).to_response()
+    return max(wait, 1)
 
 
 def setup_limits(app):
     limiter.init_app(app)
-    app.register_error_handler(RateLimitExceeded, rate_limited)
     app.before_request(refuse_large_headers)

@@ -71,7 +71,7 @@ class Server:
                        "WAITRESS_THREADS": str(THREADS), "RATELIMIT_ENABLED": "false",
                        **(env or {})}
         command = [part.format(port=self.port) for part in command]
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (the server's lifetime: stop() closes it)
         self.process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         self.peak_rss_mb = 0.0
@@ -102,6 +102,7 @@ class Server:
     def stop(self):
         self.process.terminate()
         self.process.wait(10)
+        self.log.close()
 
 
 def app_server(python, database_url):
@@ -294,14 +295,13 @@ def agent_list_plan(url):
     """The agent chat list's query plan, to show it stays on an index."""
     import chats
     import models
+    import queries
 
     models.configure_database(url)
-    statement, params = chats.chat_list_call(models.SENDER_USER, "agent_read_seq", "open",
-                                             None, 20)
-    explain = "EXPLAIN QUERY PLAN " if models.is_sqlite() else "EXPLAIN "
-    rows = models.Statement(explain + statement.sql)(*params).fetchall()
+    statement, params = chats.chat_list_call(chats.AGENT, "open", None, 20)
+    plan = queries.explain(statement, params)
     models.database.close_all()
-    return "\n".join(" | ".join(str(column) for column in row) for row in rows)
+    return "\n".join(plan)
 
 
 # --- the report -------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import migrations  # noqa: E402
-import accounts  # noqa: E402
-import models  # noqa: E402
+import accounts
+import migrations
+import models
 
 BATCH = 2_000
 

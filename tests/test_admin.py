@@ -3,9 +3,7 @@ import pytest
 
 import accounts
 import models
-from app import create_app
-
-from conftest import Customer, assert_error
+from helpers import Customer, assert_error
 
 TOKEN = "s3cret-admin-token-with-enough-entropy"
 UUID = "123e4567-e89b-12d3-a456-426614174000"
@@ -13,8 +11,8 @@ UUID2 = "00000000-0000-4000-8000-000000000002"
 
 
 @pytest.fixture
-def admin_app(database_url):
-    return create_app({"TESTING": True, "DATABASE_URL": database_url, "ADMIN_TOKEN": TOKEN})
+def admin_app(make_app):
+    return make_app(ADMIN_TOKEN=TOKEN)
 
 
 @pytest.fixture

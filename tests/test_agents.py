@@ -1,11 +1,11 @@
 """Agents: tokens from the CLI, stored hashed; their API and its separation from customers."""
 import hashlib
+import logging
 
 import pytest
 
 import models
-
-from conftest import AgentClient, assert_error, sign
+from helpers import AgentClient, assert_error, sign
 
 
 def add_agent(runner, name, *options):
@@ -148,7 +148,13 @@ def test_agents_see_customer_email_but_customers_never_see_agent_names(customer,
 
 
 def test_agent_token_in_logs_never(agent, customer, caplog):
+    """Everything logged while a customer and an agent talk, down to each SQL statement and its
+    parameters, holds neither one's token."""
+    caplog.set_level(logging.DEBUG)
     chat_id = customer.create()
     agent.reply(chat_id, "hi")
+    # The log really holds the requests' work: the statements, with the email and the chat.
+    assert 'INSERT INTO "message"' in caplog.text
+    assert customer.email in caplog.text and chat_id in caplog.text
     assert agent.token not in caplog.text
     assert sign(customer.email, customer.uuid) not in caplog.text

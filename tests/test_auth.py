@@ -2,8 +2,7 @@
 import pytest
 
 import auth
-
-from conftest import assert_error, sign
+from helpers import assert_error, sign
 
 CREATE = "/api/client/live/create"
 

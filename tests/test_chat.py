@@ -1,7 +1,6 @@
 """POST /api/client/live/chat: every following message of a chat."""
 import models
-
-from conftest import assert_error
+from helpers import assert_error
 
 
 def test_spec_example_sends_a_message(customer, app):

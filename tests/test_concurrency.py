@@ -1,14 +1,21 @@
 """Concurrent senders against a real waitress server on a SQLite file."""
 import threading
 import time
-import uuid
 
+import pytest
 import requests
 
-import accounts
 import models
+from helpers import (
+    live_post,
+    new_agent,
+    new_customer,
+    release_database,
+    running_server,
+    seed_customers,
+)
 
-from conftest import running_server, seed_customers, sign
+pytestmark = pytest.mark.slow
 
 THREADS = 16
 MESSAGES_PER_THREAD = 25
@@ -17,13 +24,13 @@ CHATS = 4
 
 def test_concurrent_sends_lose_nothing_and_number_gap_free(tmp_path, database_url, app):
     customers = seed_customers(app, CHATS)
-    models.database.close_all()
+    release_database()
 
     acknowledged, failures = [], []
     with running_server(tmp_path, database_url, env={"WAITRESS_THREADS": "8"}) as server:
         chats = []
         for email, token in customers:
-            response = requests.post(f"{server.url}/api/client/live/create", timeout=10, json={
+            response = requests.post(f"{server.url}/api/client/live/create", timeout=30, json={
                 "data": {"email": email, "created_at": 1, "message": "first"}},
                 headers={"Authorization": f"Bearer {token}"})
             chats.append(response.json()["data"]["chatId"])
@@ -66,24 +73,19 @@ def test_concurrent_sends_lose_nothing_and_number_gap_free(tmp_path, database_ur
             assert chat.last_seq == per_chat
 
 
-def seed_customer(app, email="poller@example.com"):
-    key = str(uuid.uuid4())
-    with app.app_context():
-        accounts.save_user(email, key)
-    return email, sign(email, key)
+def seed_customer(app):
+    customer = new_customer(app, "poller@example.com")
+    return customer.email, customer.token
 
 
 def post(session, server, path, email, token, data, headers=None):
-    return session.post(f"{server.url}/api/client/live/{path}", timeout=30,
-                        json={"data": {"email": email, **data}},
-                        headers={"Authorization": f"Bearer {token}", **(headers or {})})
+    return live_post(session, server.url, path, email, token, data, headers)
 
 
 def test_cursor_never_skips_or_repeats_under_concurrent_writers(tmp_path, database_url, app):
     email, token = seed_customer(app)
-    with app.app_context():
-        _, agent_token = accounts.add_agent("writer")
-    models.database.close_all()
+    agent_token = new_agent(app, "writer").token
+    release_database()
 
     writers, per_writer = 8, 20
     with running_server(tmp_path, database_url, env={"WAITRESS_THREADS": "16"}) as server:
@@ -134,7 +136,7 @@ def test_cursor_never_skips_or_repeats_under_concurrent_writers(tmp_path, databa
 
 def test_concurrent_replays_of_one_key_store_one_message(tmp_path, database_url, app):
     email, token = seed_customer(app)
-    models.database.close_all()
+    release_database()
     with running_server(tmp_path, database_url, env={"WAITRESS_THREADS": "16"}) as server:
         session = requests.Session()
         chat_id = post(session, server, "create", email, token,

@@ -1,5 +1,5 @@
 """A whole conversation through both APIs."""
-from conftest import assert_error
+from helpers import assert_error
 
 
 def test_a_whole_conversation(customer, agent):

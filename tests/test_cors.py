@@ -1,16 +1,12 @@
 """Browsers on listed origins may call the customer API; nobody else gets CORS headers."""
 import pytest
 
-from app import create_app
-
 ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture
-def cors_client(database_url):
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url,
-                      "CORS_ORIGINS": f"{ORIGIN}, https://other.example.com"})
-    return app.test_client()
+def cors_client(make_app):
+    return make_app(CORS_ORIGINS=f"{ORIGIN}, https://other.example.com").test_client()
 
 
 def preflight(client, origin):

@@ -1,10 +1,9 @@
 """POST /api/client/live/create: opens a chat with its first message."""
 import re
 
-import chats
 import models
-
-from conftest import assert_error
+import queries
+from helpers import assert_error
 
 PUBLIC_ID = re.compile(r"\A(chat|msg)-[A-Za-z0-9_-]{22,}\Z")
 
@@ -60,7 +59,7 @@ def test_failed_create_stores_nothing(customer, app, monkeypatch):
         raise RuntimeError("disk on fire")
 
     # The chat row is written first; the first message then fails.
-    monkeypatch.setattr(chats, "INSERT_MESSAGE", fail)
+    monkeypatch.setattr(queries.INSERT_MESSAGE, "execute", fail)
     response = customer.post("/api/client/live/create",
                              {"created_at": 1, "message": "lost?"})
     assert_error(response, 500, "internal_error")

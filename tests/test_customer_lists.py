@@ -3,7 +3,7 @@ import base64
 
 import pytest
 
-from conftest import assert_error
+from helpers import assert_error
 
 
 def test_list_shows_own_chats_newest_activity_first(make_customer, agent):

@@ -4,8 +4,7 @@ import logging
 import pytest
 
 import chats
-
-from conftest import assert_error
+from helpers import assert_error
 
 CREATE = "/api/client/live/create"
 
@@ -32,12 +31,8 @@ def test_oversized_body_is_413(client, customer):
     assert_error(response, 413, "payload_too_large")
 
 
-def test_body_limit_is_configurable(database_url, make_customer):
-    from app import create_app
-
-    small = create_app({"TESTING": True, "DATABASE_URL": database_url,
-                        "MAX_CONTENT_LENGTH": 200})
-    client = small.test_client()
+def test_body_limit_is_configurable(make_app):
+    client = make_app(MAX_CONTENT_LENGTH=200).test_client()
     response = client.post(CREATE, json={"data": {"message": "x" * 300}})
     assert_error(response, 413, "payload_too_large")
 

@@ -6,15 +6,14 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
-import time
 
 import pytest
 import requests
 
 import models
-from app import create_app
+from helpers import free_port, release_database, running_server, seed_customers, wait_until
 
-from conftest import free_port, running_server, seed_customers
+pytestmark = pytest.mark.slow
 
 THREADS = 16
 
@@ -32,7 +31,7 @@ class Senders:
 
     def request(self, session, thread, key, body):
         email, token = self.customers[thread % len(self.customers)]
-        return session.post(f"{self.url}/api/client/live/chat", timeout=10, json={
+        return session.post(f"{self.url}/api/client/live/chat", timeout=30, json={
             "data": {"chat_id": self.chats[thread % len(self.chats)], "email": email,
                      "message": body}},
             headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key})
@@ -64,30 +63,24 @@ class Senders:
 
 
 def open_chats(server_url, customers):
-    return [requests.post(f"{server_url}/api/client/live/create", timeout=10, json={
+    return [requests.post(f"{server_url}/api/client/live/create", timeout=30, json={
         "data": {"email": email, "created_at": 1, "message": "start"}},
         headers={"Authorization": f"Bearer {token}"}).json()["data"]["chatId"]
         for email, token in customers]
 
 
-def wait_for(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def test_sigkill_mid_load_loses_nothing_acknowledged(tmp_path):
+def test_sigkill_mid_load_loses_nothing_acknowledged(tmp_path, make_app):
     path = tmp_path / "crash.db"
     url = f"sqlite:///{path}"
-    customers = seed_customers(create_app({"DATABASE_URL": url}), 4)
-    models.database.close_all()
+    customers = seed_customers(make_app(DATABASE_URL=url), 4)
+    release_database()
 
     with running_server(tmp_path, url) as server:
         chats = open_chats(server.url, customers)
         senders = Senders(server.url, customers, chats)
         senders.start()
-        wait_for(lambda: len(senders.acknowledged) >= 200, timeout=60)
+        wait_until(lambda: len(senders.acknowledged) >= 200, timeout=120,
+                   what="200 acknowledged sends")
         server.process.kill()  # SIGKILL: no shutdown, no checkpoint
         server.process.wait()
         senders.join()
@@ -157,10 +150,10 @@ def own_postgres():
 
 @pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"),
                     reason="a PostgreSQL fault: runs in the PostgreSQL pass of the suite")
-def test_postgres_down_then_up_answers_503_and_recovers(tmp_path, own_postgres):
+def test_postgres_down_then_up_answers_503_and_recovers(tmp_path, own_postgres, make_app):
     url, start, stop = own_postgres
-    customers = seed_customers(create_app({"DATABASE_URL": url}), 1)
-    models.database.close_all()
+    customers = seed_customers(make_app(DATABASE_URL=url), 1)
+    release_database()
     email, token = customers[0]
 
     def send(session, text):

@@ -5,8 +5,7 @@ import pytest
 
 import idempotency
 import models
-
-from conftest import assert_error
+from helpers import assert_error
 
 
 def count_messages(app):

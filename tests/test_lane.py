@@ -1,6 +1,7 @@
 """The request lane on a real waitress server: long-polls wait outside it, so they never hold up
 other requests, and they come back in (with their message) while the server is under load.
 Plus SQLite's background checkpoints, which keep the write-ahead log from growing."""
+import importlib.metadata
 import json
 import os
 import socket
@@ -11,19 +12,24 @@ import time
 import pytest
 import requests
 
-import models
-from app import create_app
-
-from conftest import running_server, seed_customers
+import lane
+from helpers import (
+    WATCHED_SERVER,
+    live_post,
+    release_database,
+    running_server,
+    seed_customers,
+    stepped_out,
+    wait_until,
+)
 
 WAITERS = 3
+POLL_WAIT = 25  # the longest a poll may wait; these polls are answered well before it runs out
 
 
 def post(session, server, path, customer, data, timeout=30):
     email, token = customer
-    return session.post(f"{server.url}/api/client/live/{path}", timeout=timeout,
-                        json={"data": {"email": email, **data}},
-                        headers={"Authorization": f"Bearer {token}"})
+    return live_post(session, server.url, path, email, token, data, timeout=timeout)
 
 
 def open_chat(server, customer):
@@ -40,23 +46,30 @@ def reply_as_agent(server, agent_token, chat_id, text):
     assert response.status_code == 200, response.text
 
 
-def start_long_polls(server, customers, chat_ids, wait):
-    """One long-poll per chat, each in its own thread: [(thread, result dict)]."""
+def start_long_polls(server, customers, chat_ids):
+    """One long-poll per chat, each in its own thread: [(thread, result dict)]. Returns once
+    every one of them waits (has stepped out of the lane)."""
     polls = []
-    for customer, chat_id in zip(customers, chat_ids):
+    for customer, chat_id in zip(customers, chat_ids, strict=True):
         result = {}
 
         def poll(customer=customer, chat_id=chat_id, result=result):
             started = time.monotonic()
             with requests.Session() as session:
                 response = post(session, server, "messages", customer,
-                                {"chat_id": chat_id, "after": 1, "wait": wait})
+                                {"chat_id": chat_id, "after": 1, "wait": POLL_WAIT}, timeout=60)
             result.update(response=response, seconds=time.monotonic() - started)
 
         thread = threading.Thread(target=poll)
         thread.start()
         polls.append((thread, result))
+    wait_until(lambda: len(stepped_out(server)) >= len(polls), what="every long-poll to wait")
     return polls
+
+
+def join(thread, timeout=60):
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{thread.name} still runs after {timeout} s"
 
 
 @pytest.fixture
@@ -66,41 +79,43 @@ def lane_server(tmp_path, database_url, app, runner):
         pytest.skip("the request lane is SQLite's")
     customers = seed_customers(app, WAITERS + 1)
     agent_token = runner.invoke(args=["agents", "add", "ann"]).output.strip().split()[-1]
-    models.database.close_all()
+    release_database()
     env = {"WAITRESS_THREADS": str(WAITERS + 2), "LONGPOLL_MAX_WAITERS": str(WAITERS)}
-    with running_server(tmp_path, database_url, env=env) as server:
+    with running_server(tmp_path, database_url, WATCHED_SERVER, env) as server:
         yield server, customers, agent_token
 
 
+@pytest.mark.slow
 def test_waiting_long_polls_do_not_hold_up_other_requests(lane_server):
     server, customers, agent_token = lane_server
     waiters, sender = customers[:WAITERS], customers[WAITERS]
     chat_ids = [open_chat(server, customer) for customer in waiters]
     sender_chat = open_chat(server, sender)
 
-    polls = start_long_polls(server, waiters, chat_ids, wait=20)
-    time.sleep(0.5)  # every poll is waiting now
+    polls = start_long_polls(server, waiters, chat_ids)
     started = time.monotonic()
     with requests.Session() as session:
         for number in range(50):
             response = post(session, server, "chat", sender,
                             {"chat_id": sender_chat, "message": f"m{number}"})
             assert response.status_code == 200, response.text
-    # Had a waiting poll kept the lane, these would have waited out its 20 s.
-    assert time.monotonic() - started < 5
+    # Had a waiting poll kept the lane, these would have waited out its wait: the polls would
+    # be over by now, and the sends would have taken that long.
+    assert time.monotonic() - started < POLL_WAIT / 2
     assert all(thread.is_alive() for thread, _ in polls)
 
     for chat_id in chat_ids:
         reply_as_agent(server, agent_token, chat_id, "here to help")
     for thread, result in polls:
-        thread.join(10)
+        join(thread)
         assert result["response"].status_code == 200
         assert [m["message"] for m in result["response"].json()["data"]["messages"]] == [
             "here to help"]
-        assert result["seconds"] < 10
+        assert result["seconds"] < POLL_WAIT
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.slow
 def test_long_polls_come_back_while_the_server_is_busy(lane_server):
     """Returning polls go ahead of queued requests: under a steady stream of sends they still
     answer soon after their reply, not when the stream stops."""
@@ -121,30 +136,31 @@ def test_long_polls_come_back_while_the_server_is_busy(lane_server):
     for thread in senders:
         thread.start()
     try:
-        polls = start_long_polls(server, waiters, chat_ids, wait=20)
-        time.sleep(0.5)
+        polls = start_long_polls(server, waiters, chat_ids)
         replied = time.monotonic()
         for chat_id in chat_ids:
             reply_as_agent(server, agent_token, chat_id, "answer")
         for thread, result in polls:
-            thread.join(20)
+            join(thread)
             assert result["response"].status_code == 200
             assert result["response"].json()["data"]["messages"][0]["message"] == "answer"
-        assert time.monotonic() - replied < 5
+        # The stream of sends goes on until the end of the test: a poll that could only get
+        # back in once it stopped would not have answered yet.
+        assert time.monotonic() - replied < POLL_WAIT / 2
     finally:
         stop.set()
         for thread in senders:
-            thread.join()
+            join(thread)
     assert failures == [] and len(sent) > 0
 
 
-def test_the_log_is_checkpointed_in_the_background(database_url):
+@pytest.mark.slow
+def test_the_log_is_checkpointed_in_the_background(database_url, make_app):
     """A busy server's write-ahead log is copied back and started over by a thread of its own:
     without it, these sends would take the log past 60 MB."""
     if not database_url.startswith("sqlite"):
         pytest.skip("SQLite only")
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url,
-                      "RATELIMIT_ENABLED": False})
+    app = make_app(RATELIMIT_ENABLED=False)
     path = database_url[len("sqlite:///"):]
     [(email, token)] = seed_customers(app, 1)
     client = app.test_client()
@@ -162,13 +178,13 @@ def test_the_log_is_checkpointed_in_the_background(database_url):
         largest_log = max(largest_log, os.path.getsize(path + "-wal"))
     assert largest_log < 30_000_000
 
-    models.database.close_all()
-    models.background_checkpoints.stop()
+    release_database()  # the checkpoint thread too: the file is read directly next
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert raw.execute("SELECT COUNT(*) FROM message").fetchone() == (1501,)
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
     """A client pipelines polls with large answers and reads none: once waitress holds more
     than its high-water mark of unsent output for it, that request waits outside the lane."""
@@ -193,7 +209,18 @@ def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
         stalled.sendall(request * 4)  # about 48 MB of answers, none of them read
-        time.sleep(2)
+        wait_until(lambda: stepped_out(server), what="the stalled answer to leave the lane")
         other_chat = open_chat(server, other)  # would wait out waitress's 120 s timeout
         assert other_chat.startswith("chat-")
     assert "Traceback" not in server.log()
+
+
+def test_waitress_is_the_release_lane_py_was_verified_on():
+    """lane.py copies the dispatcher loop of one waitress release and uses its private hooks:
+    another release may have changed them without any other test noticing."""
+    installed = importlib.metadata.version("waitress")
+    assert installed.split(".")[:2] == lane.VERIFIED_WAITRESS.split("."), (
+        f"waitress {installed} is installed, but lane.py was verified on waitress "
+        f"{lane.VERIFIED_WAITRESS}: compare LaneDispatcher with that release's "
+        "ThreadedTaskDispatcher.handler_thread and create_server with its create_server, then "
+        "update lane.VERIFIED_WAITRESS (and the pin in requirements.txt)")

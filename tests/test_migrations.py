@@ -4,11 +4,8 @@ import datetime
 import pytest
 
 import migrations
-import accounts
 import models
-from app import create_app
-
-from conftest import AgentClient, Customer
+from helpers import Customer, new_agent
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 
@@ -40,16 +37,15 @@ def build_version_1(database_url, record_version):
 
 
 @pytest.mark.parametrize("record_version", [False, True], ids=["unversioned", "version-1"])
-def test_upgrade_keeps_chats_and_messages_usable(database_url, record_version, caplog):
+def test_upgrade_keeps_chats_and_messages_usable(database_url, record_version, caplog,
+                                                 make_app):
     build_version_1(database_url, record_version)
 
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url})
+    app = make_app()
     assert f"schema upgraded from version 1 to {migrations.LATEST}" in caplog.text
     client = app.test_client()
     customer = Customer("old@example.com", UUID, client)
-    with app.app_context():
-        _, token = accounts.add_agent("upgrader", "Up")
-    agent = AgentClient("upgrader", token, client)
+    agent = new_agent(app, "upgrader", "Up", client)
 
     chat_id = "chat-legacy-00000000000000002"
     polled = customer.poll(chat_id).json["data"]
@@ -73,38 +69,21 @@ def test_upgrade_keeps_chats_and_messages_usable(database_url, record_version, c
         assert migrations.current_version() == migrations.LATEST
 
 
-def test_db_upgrade_command(database_url, tmp_path):
-    build_version_1(database_url, record_version=True)
-    models.configure_database(database_url)
-    from flask import Flask
-
-    import cli
-    bare = Flask(__name__)  # not create_app: that would upgrade at start
-    bare.cli.add_command(cli.db)
-    runner = bare.test_cli_runner()
-    first = runner.invoke(args=["db", "upgrade"])
-    assert first.exit_code == 0, first.output
-    assert f"schema upgraded from version 1 to {migrations.LATEST}" in first.output
-    again = runner.invoke(args=["db", "upgrade"])
-    assert f"schema is up to date (version {migrations.LATEST})" in again.output
-    models.database.close_all()
-
-
 def index_names():
     return {name for table in models.database.get_tables()
             for name in (index.name for index in models.database.get_indexes(table))}
 
 
-def test_upgraded_and_fresh_databases_have_the_same_indexes(tmp_path):
+def test_upgraded_and_fresh_databases_have_the_same_indexes(tmp_path, make_app):
     """Later migrations may name indexes: they must be named alike however the database
     was made (the first release made its tables from the models of the time)."""
     build_version_1(f"sqlite:///{tmp_path / 'old.db'}", record_version=False)
-    create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}"})
+    make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'old.db'}")
     upgraded = index_names()
-    create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"})
+    make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'new.db'}")
     assert index_names() == upgraded
     assert {"message_chat_id_seq", "user_email", "chat_public_id",
-            "idempotencykey_scope_key", "agent_token_digest"} <= upgraded
+            "idempotency_key_scope_key", "agent_token_digest"} <= upgraded
     # Version 3 dropped the indexes that others lead with the same column.
     assert not {"message_chat_id", "chat_user_id"} & upgraded
 

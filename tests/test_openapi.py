@@ -5,14 +5,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance,
-                                               response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 import accounts
-from app import create_app
-
-from conftest import sign
+from helpers import sign
 
 ADMIN_TOKEN = "admin-token-for-the-fuzzer"
 UUID = "123e4567-e89b-12d3-a456-426614174000"
@@ -26,11 +26,9 @@ class Credentials:
 
 
 @pytest.fixture
-def fuzzed_app(database_url):
+def fuzzed_app(make_app):
     # No waiting slots: a generated `wait` of 25 s answers at once instead of stalling the run.
-    return create_app({"TESTING": True, "DATABASE_URL": database_url,
-                       "ADMIN_TOKEN": ADMIN_TOKEN, "LONGPOLL_MAX_WAITERS": 0,
-                       "RATELIMIT_ENABLED": False})
+    return make_app(ADMIN_TOKEN=ADMIN_TOKEN, LONGPOLL_MAX_WAITERS=0, RATELIMIT_ENABLED=False)
 
 
 @pytest.fixture
@@ -75,6 +73,7 @@ def authorize(case, credentials):
     case.headers = headers
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_every_answer_matches_the_document(case, credentials):

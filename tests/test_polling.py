@@ -1,12 +1,15 @@
 """Polling for messages: a gap-free forward cursor, and long-polls that wake promptly."""
+import contextlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app import create_app
+import lane
+from helpers import assert_error, new_customer, wait_until
 
-from conftest import Customer, assert_error
+WAIT = 20  # seconds a poll may wait here; a woken poll answers well before that
 
 
 def test_cursor_pages_through_in_order(customer, agent):
@@ -57,65 +60,82 @@ def test_poll_of_another_users_chat_is_not_found(make_customer):
     assert foreign.get_data() == bob.poll("chat-nothing-here").get_data()
 
 
-def later(seconds, action):
-    timer = threading.Timer(seconds, action)
-    timer.start()
-    return timer
+@pytest.fixture
+def waiting(monkeypatch):
+    """The threads whose long-poll has stepped out of the request lane to wait, so far."""
+    threads = []
+    step_out = lane.request_lane.paused
+
+    @contextlib.contextmanager
+    def watched():
+        threads.append(threading.get_ident())
+        with step_out():
+            yield
+
+    monkeypatch.setattr(lane.request_lane, "paused", watched)
+    return threads
 
 
-def test_long_poll_wakes_within_a_second_of_a_new_message(customer, agent):
+def test_long_poll_wakes_on_a_new_message(customer, agent, waiting):
     chat_id = customer.create()
-    later(0.5, lambda: agent.reply(chat_id, "here I am"))
-    started = time.monotonic()
-    page = customer.poll(chat_id, after=1, wait=10).json["data"]
-    elapsed = time.monotonic() - started
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(customer.poll, chat_id, after=1, wait=WAIT)
+        wait_until(lambda: waiting, what="the poll to wait")
+        replied = time.monotonic()
+        agent.reply(chat_id, "here I am")
+        page = poll.result(timeout=60).json["data"]
     assert [m["message"] for m in page["messages"]] == ["here I am"]
-    assert 0.4 < elapsed < 1.5
+    assert time.monotonic() - replied < WAIT / 2
 
 
-def test_agent_long_poll_wakes_on_customer_message(customer, agent):
+def test_agent_long_poll_wakes_on_customer_message(customer, agent, waiting):
     chat_id = customer.create()
-    later(0.3, lambda: customer.send(chat_id, "are you there?"))
-    started = time.monotonic()
-    page = agent.get(f"/chats/{chat_id}/messages", after=1, wait=10).json["data"]
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(agent.get, f"/chats/{chat_id}/messages", after=1, wait=WAIT)
+        wait_until(lambda: waiting, what="the poll to wait")
+        sent = time.monotonic()
+        customer.send(chat_id, "are you there?")
+        page = poll.result(timeout=60).json["data"]
     assert [m["message"] for m in page["messages"]] == ["are you there?"]
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - sent < WAIT / 2
 
 
+@pytest.mark.slow
 def test_long_poll_answers_empty_after_its_wait(customer):
     chat_id = customer.create()
     started = time.monotonic()
-    page = customer.poll(chat_id, after=1, wait=1).json["data"]
+    page = customer.poll(chat_id, after=1, wait=1).json["data"]  # waits its 1 s out: the point
     assert page["messages"] == [] and page["next_after"] == 1
-    assert 0.9 < time.monotonic() - started < 2
+    assert 0.9 < time.monotonic() - started < 10
 
 
-def test_long_poll_returns_at_once_when_messages_exist(customer):
+def test_long_poll_returns_at_once_when_messages_exist(customer, waiting):
     chat_id = customer.create()
     started = time.monotonic()
-    assert len(customer.poll(chat_id, after=0, wait=20).json["data"]["messages"]) == 1
-    assert time.monotonic() - started < 0.5
+    assert len(customer.poll(chat_id, after=0, wait=WAIT).json["data"]["messages"]) == 1
+    assert time.monotonic() - started < WAIT / 2
+    assert waiting == []
 
 
-def test_waiter_cap_answers_at_once_beyond_it(database_url, make_customer):
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url,
-                      "LONGPOLL_MAX_WAITERS": 1})
-    customer = make_customer()
-    customer = Customer(customer.email, customer.uuid, app.test_client())
+@pytest.mark.slow
+def test_waiter_cap_answers_at_once_beyond_it(make_app, waiting):
+    app = make_app(LONGPOLL_MAX_WAITERS=1)
+    customer = new_customer(app)
     chat_id = customer.create()
 
-    first = threading.Thread(target=customer.poll, args=(chat_id,),
-                             kwargs={"after": 1, "wait": 3})
-    first.start()
-    time.sleep(0.3)  # the first poll now holds the only waiting slot
-    started = time.monotonic()
-    page = customer.poll(chat_id, after=1, wait=3).json["data"]
-    assert page["messages"] == []
-    assert time.monotonic() - started < 0.5
-    first.join()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(customer.poll, chat_id, after=1, wait=WAIT)
+        wait_until(lambda: waiting, what="the first poll to wait")  # it holds the only slot
+        started = time.monotonic()
+        page = customer.poll(chat_id, after=1, wait=WAIT).json["data"]
+        assert page["messages"] == []
+        assert time.monotonic() - started < WAIT / 2
+        assert len(waiting) == 1  # the second poll never waited
+        customer.send(chat_id, "wake up")
+        assert len(first.result(timeout=60).json["data"]["messages"]) == 1
     # The slot is free again: waiting works once more.
     started = time.monotonic()
-    customer.poll(chat_id, after=1, wait=1)
+    customer.poll(chat_id, after=2, wait=1)  # waits its 1 s out: the point
     assert time.monotonic() - started >= 0.9
 
 
@@ -131,10 +151,13 @@ def test_agent_poll_validation(agent, customer):
     assert_error(agent.get("/chats/chat%00nul/messages"), 404, "chat_not_found")
 
 
-def test_long_poll_wakes_when_the_chat_is_closed(customer, agent):
+def test_long_poll_wakes_when_the_chat_is_closed(customer, agent, waiting):
     chat_id = customer.create()
-    later(0.3, lambda: agent.post(f"/chats/{chat_id}/close"))
-    started = time.monotonic()
-    page = customer.poll(chat_id, after=1, wait=10).json["data"]
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(customer.poll, chat_id, after=1, wait=WAIT)
+        wait_until(lambda: waiting, what="the poll to wait")
+        closed = time.monotonic()
+        agent.post(f"/chats/{chat_id}/close")
+        page = poll.result(timeout=60).json["data"]
     assert page["status"] == "closed" and page["messages"] == []
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - closed < WAIT / 2

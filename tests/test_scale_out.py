@@ -2,15 +2,24 @@
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 import accounts
 import models
-from app import create_app
-
-from conftest import AgentClient, Customer, running_server, sign
+from helpers import (
+    WATCHED_SERVER,
+    AgentClient,
+    Customer,
+    new_agent,
+    release_database,
+    running_server,
+    sign,
+    stepped_out,
+    wait_until,
+)
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 POSTGRES = os.environ.get("TEST_DATABASE_URL")
@@ -23,15 +32,14 @@ def fill(app):
     with app.app_context():
         accounts.save_user("mover@example.com", UUID, "Mover")
         accounts.save_user("other@example.com", "00000000-0000-4000-8000-000000000002")
-        _, token = accounts.add_agent("mover-agent", "Agent")
-    customer, agent = Customer("mover@example.com", UUID, client), AgentClient(
-        "mover-agent", token, client)
+    customer = Customer("mover@example.com", UUID, client)
+    agent = new_agent(app, "mover-agent", "Agent", client)
     chat_ids = [customer.create(f"chat {n}") for n in range(3)]
     for chat_id in chat_ids:
         agent.reply(chat_id, "hello")
         customer.send(chat_id, "thanks", headers={"Idempotency-Key": f"k-{chat_id}"})
     customer.read(chat_ids[0], 2)
-    return token, chat_ids
+    return agent.token, chat_ids
 
 
 def copy_to(app, target_url):
@@ -42,8 +50,8 @@ def target_url(tmp_path):
     return POSTGRES or f"sqlite:///{tmp_path / 'copy.db'}"
 
 
-def test_db_copy_moves_everything_and_checks_counts(tmp_path, database_url):
-    source = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}"})
+def test_db_copy_moves_everything_and_checks_counts(tmp_path, make_app):
+    source = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'old.db'}")
     token, chat_ids = fill(source)
     result = copy_to(source, target_url(tmp_path))
     assert result.exit_code == 0, result.output
@@ -53,7 +61,7 @@ def test_db_copy_moves_everything_and_checks_counts(tmp_path, database_url):
     assert "copy verified" in result.output
     models.database.close_all()
 
-    moved = create_app({"TESTING": True, "DATABASE_URL": target_url(tmp_path)})
+    moved = make_app(DATABASE_URL=target_url(tmp_path))
     client = moved.test_client()
     customer, agent = Customer("mover@example.com", UUID, client), AgentClient(
         "mover-agent", token, client)
@@ -67,8 +75,8 @@ def test_db_copy_moves_everything_and_checks_counts(tmp_path, database_url):
     assert agent.reply(chat_ids[1], "still works").json["data"]["seq"] == 4
 
 
-def test_db_copy_refuses_a_target_that_holds_data(tmp_path, database_url):
-    source = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}"})
+def test_db_copy_refuses_a_target_that_holds_data(tmp_path, make_app):
+    source = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'old.db'}")
     fill(source)
     assert copy_to(source, target_url(tmp_path)).exit_code == 0
     again = copy_to(source, target_url(tmp_path))
@@ -76,6 +84,7 @@ def test_db_copy_refuses_a_target_that_holds_data(tmp_path, database_url):
 
 
 @needs_postgres
+@pytest.mark.slow
 def test_two_instances_on_one_postgres(tmp_path, database_url, app):
     customers = []
     with app.app_context():
@@ -83,9 +92,9 @@ def test_two_instances_on_one_postgres(tmp_path, database_url, app):
             email = f"both{number}@example.com"
             accounts.save_user(email, UUID)
             customers.append((email, sign(email, UUID)))
-    models.database.close_all()
+    release_database()
 
-    with running_server(tmp_path, database_url) as one, \
+    with running_server(tmp_path, database_url, WATCHED_SERVER) as one, \
             running_server(tmp_path, database_url) as two:
         servers = [one, two]
 
@@ -117,13 +126,16 @@ def test_two_instances_on_one_postgres(tmp_path, database_url, app):
 
         # A long-poll on one instance sees a message sent through the other.
         email, token = customers[0]
-        threading.Timer(0.5, post, args=(two, "chat", email, token,
-                                         {"chat_id": chats[0], "message": "across"})).start()
-        started = time.monotonic()
-        page = post(one, "messages", email, token,
-                    {"chat_id": chats[0], "after": 81, "wait": 10}).json()["data"]
+        with ThreadPoolExecutor(1) as pool:
+            poll = pool.submit(post, one, "messages", email, token,
+                               {"chat_id": chats[0], "after": 81, "wait": 20})
+            wait_until(lambda: stepped_out(one), what="the poll to wait")
+            sent = time.monotonic()
+            assert post(two, "chat", email, token,
+                        {"chat_id": chats[0], "message": "across"}).status_code == 200
+            page = poll.result(timeout=60).json()["data"]
         assert [m["message"] for m in page["messages"]] == ["across"]
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - sent < 10  # not its 20 s wait: it re-reads every half second
 
     with app.app_context():
         for chat_id in chats:

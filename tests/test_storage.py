@@ -6,11 +6,11 @@ from app import create_app
 
 
 @pytest.mark.parametrize("setting,expected", [(None, 1), ("NORMAL", 1), ("FULL", 2)])
-def test_sqlite_pragmas(tmp_path, setting, expected):
-    config = {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}"}
+def test_sqlite_pragmas(tmp_path, make_app, setting, expected):
+    config = {"DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}"}
     if setting:
         config["SQLITE_SYNCHRONOUS"] = setting
-    app = create_app(config)
+    app = make_app(**config)
     with app.app_context():
         def pragma(name):
             return models.database.execute_sql(f"PRAGMA {name}").fetchone()[0]
@@ -23,13 +23,14 @@ def test_sqlite_pragmas(tmp_path, setting, expected):
 
 
 def test_bad_synchronous_setting_is_refused(tmp_path):
+    # create_app's own check, made before anything touches the database.
     with pytest.raises(ValueError, match="SQLITE_SYNCHRONOUS"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
                     "SQLITE_SYNCHRONOUS": "OFF"})
 
 
-def test_tables_are_created_at_start(tmp_path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}"})
+def test_tables_are_created_at_start(tmp_path, make_app):
+    app = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'chat.db'}")
     with app.app_context():
         assert {"user", "chat", "message"} <= set(models.database.get_tables())
     models.database.close()

@@ -1,7 +1,10 @@
 """flask users add / import / remove / list."""
 import json
 
+import pytest
+
 import accounts
+from helpers import Customer
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 UUID2 = "00000000-0000-4000-8000-000000000002"
@@ -34,7 +37,6 @@ def test_add_rejects_bad_input(runner, app):
 
 def test_added_user_can_chat(runner, make_customer, client):
     runner.invoke(args=["users", "add", "cli@example.com", UUID])
-    from conftest import Customer
     customer = Customer(email="cli@example.com", uuid=UUID, client=client)
     assert customer.create()
 
@@ -95,6 +97,7 @@ def test_import_json_lines(runner, app, tmp_path):
     assert set(active_emails(app)) == {"j@example.com", "l@example.com"}
 
 
+@pytest.mark.slow
 def test_import_large_file_shows_progress(runner, app, tmp_path):
     path = tmp_path / "many.csv"
     rows = [f"user{n}@example.com,00000000-0000-4000-8000-{n:012d}" for n in range(2500)]

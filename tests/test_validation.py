@@ -2,8 +2,7 @@
 import pytest
 
 import models
-
-from conftest import assert_error
+from helpers import assert_error
 
 GOOD_CREATE = {"name": "Premium Plan", "plan_id": 5, "created_at": 1679223400,
                "message": "hello"}

@@ -1,0 +1,68 @@
+"""The HTTP envelope: reading a request's `data` object, and building every answer.
+
+Every answer, success or failure, is `{"status", "message", "data", "error"}`. Views return
+`success(...)` (or, under `@idempotent`, the `data` it wraps); failures are raised (an
+`APIError`, or a domain exception that `errors.py` maps to one) and become `failure(...)`.
+"""
+import json
+
+from flask import current_app, g, request
+
+
+class APIError(Exception):
+    """An error answer: HTTP status, stable machine-readable code, human message, and any
+    details to put beside the code (such as the invalid `fields`)."""
+
+    def __init__(self, status, code, message, headers=None, **details):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.details = details
+
+
+def json_response(body, status=200, headers=None):
+    """What `jsonify` answers outside debug mode, built directly: every request pays for it."""
+    text = json.dumps(body, separators=(",", ":"), default=current_app.json.default)
+    return current_app.response_class(text + "\n", status=status, headers=headers,
+                                      mimetype="application/json")
+
+
+def success(message, data=None, headers=None):
+    return json_response({"status": "success", "message": message, "data": data,
+                          "error": None}, 200, headers)
+
+
+def failure(error):
+    """The envelope of an `APIError`."""
+    return json_response({"status": "error", "message": error.message, "data": None,
+                          "error": {"code": error.code, **error.details}},
+                         error.status, error.headers)
+
+
+def read_data():
+    """The request's `data` object, after checking the body is a JSON object holding one.
+
+    Authentication needs `data.email` before the fields are validated, so the envelope is
+    unwrapped here, once per request, rather than inside each schema.
+    """
+    if "envelope_data" in g:
+        return g.envelope_data
+    if not request.is_json:
+        raise APIError(415, "unsupported_media_type",
+                       "The request body must be JSON (Content-Type: application/json).")
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):
+        raise APIError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise APIError(400, "invalid_json",
+                       'The request body must be a JSON object with a "data" object.')
+    g.envelope_data = body["data"]
+    return g.envelope_data
+
+
+def invalid_fields(fields):
+    """The 400 for input that breaks a rule: `fields` maps each field to its messages."""
+    return APIError(400, "validation_error", "Some fields are invalid.", fields=fields)
