@@ -21,53 +21,10 @@ import lane
 import longpoll
 import migrations
 import models
+import settings
 from envelope import success
 from errors import register_error_handlers
 from ratelimits import setup_limits
-
-DEFAULTS = {
-    "DATABASE_URL": None,  # None: a SQLite file in the instance folder
-    "SQLITE_SYNCHRONOUS": "NORMAL",
-    "DB_POOL_SIZE": 32,
-    "MAX_CONTENT_LENGTH": 64 * 1024,
-    "CORS_ORIGINS": "",
-    "ADMIN_TOKEN": None,
-    "LONGPOLL_MAX_WAITERS": 8,
-    "IDEMPOTENCY_KEY_HOURS": 24,
-    "MAX_OPEN_CHATS": 20,
-    "MAX_HEADER_BYTES": 8 * 1024,
-    "RATELIMIT_ENABLED": True,
-    "RATELIMIT_STORAGE_URI": "memory://",
-    "RATELIMIT_AUTH_FAILURES": "20 per minute",
-    "RATELIMIT_CUSTOMER_SENDS": "60 per minute",
-    "RATELIMIT_AGENT_CALLS": "600 per minute",
-}
-
-# Settings read from the environment, with the type each one is converted to.
-ENVIRONMENT = {
-    "DATABASE_URL": str,
-    "SQLITE_SYNCHRONOUS": str,
-    "DB_POOL_SIZE": int,
-    "MAX_CONTENT_LENGTH": int,
-    "CORS_ORIGINS": str,
-    "ADMIN_TOKEN": str,
-    "LONGPOLL_MAX_WAITERS": int,
-    "IDEMPOTENCY_KEY_HOURS": float,
-    "MAX_OPEN_CHATS": int,
-    "MAX_HEADER_BYTES": int,
-    "RATELIMIT_ENABLED": lambda value: value.strip().lower() in ("1", "true", "yes", "on"),
-    "RATELIMIT_STORAGE_URI": str,
-    "RATELIMIT_AUTH_FAILURES": str,
-    "RATELIMIT_CUSTOMER_SENDS": str,
-    "RATELIMIT_AGENT_CALLS": str,
-}
-
-
-def load_environment(app):
-    for name, convert in ENVIRONMENT.items():
-        value = os.environ.get(name)
-        if value not in (None, ""):
-            app.config[name] = convert(value)
 
 
 def default_database_url(app):
@@ -141,9 +98,7 @@ def create_app(config=None):
     app.json.sort_keys = False  # keep the envelope in the spec's order
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)
-    app.config.update(DEFAULTS)
-    load_environment(app)
-    app.config.update(config or {})
+    app.config.update(settings.load(config))
 
     register_error_handlers(app)
     setup_database(app)
@@ -207,31 +162,7 @@ def start_serving(app):
         state["started"] = True
 
 
-def main():
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app()
-    start_serving(app)
-    server = lane.create_server(app, **waitress_settings(os.environ))
-    server.print_listen("Serving on http://{}:{}")
-    try:
-        server.run()
-    finally:
-        models.background_checkpoints.stop()
-
-
-def waitress_settings(environ):
-    settings = {"host": environ.get("HOST", "0.0.0.0"), "port": int(environ.get("PORT", "8080")),
-                "threads": int(environ.get("WAITRESS_THREADS", "16")),
-                # A backstop: the app answers 431 in JSON from MAX_HEADER_BYTES on.
-                "max_request_header_size": 64 * 1024}
-    if environ.get("TRUSTED_PROXY"):
-        # Take the client address from X-Forwarded-For, but only from this proxy.
-        settings.update(trusted_proxy=environ["TRUSTED_PROXY"],
-                        trusted_proxy_headers={"x-forwarded-for"}, trusted_proxy_count=1,
-                        clear_untrusted_proxy_headers=True)
-    return settings
-
-
 if __name__ == "__main__":
-    main()
+    import serve
+
+    serve.main()

@@ -213,7 +213,7 @@ WATCHED_SERVER = [sys.executable, "-c", textwrap.dedent("""\
     import contextlib
     import threading
 
-    import app
+    import serve
     import lane
 
     step_out = lane.request_lane.paused
@@ -227,7 +227,7 @@ WATCHED_SERVER = [sys.executable, "-c", textwrap.dedent("""\
 
 
     lane.request_lane.paused = reported
-    app.main()
+    serve.main()
 """)]
 
 
