@@ -4,6 +4,7 @@
 (tests override anything that way).
 """
 import os
+import sys
 
 DEFAULTS = {
     "DATABASE_URL": None,  # None: a SQLite file in the instance folder
@@ -52,3 +53,10 @@ def load(config=None):
             values[name] = convert(text)
     values.update(config or {})
     return values
+
+
+def refuse(name, problem):
+    """Stop at start on a bad setting: one line naming it and what is wrong, exit status 2, no
+    traceback (`python app.py`, `waitress-serve`, `flask run` and every CLI command alike)."""
+    print(f"error: setting {name}: {problem}", file=sys.stderr)
+    raise SystemExit(2)
