@@ -2,6 +2,7 @@
 every request looks them up."""
 import hashlib
 import secrets
+import string
 
 import queries
 from models import AGENT_TOKEN_PREFIX, Agent, User, utcnow, write_transaction
@@ -13,8 +14,16 @@ class UserNotFound(Exception):
 
 # --- users -------------------------------------------------------------------------------
 
+ASCII_WHITESPACE = string.whitespace  # space, tab, LF, CR, VT, FF: nothing beyond ASCII
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def normalize_email(email):
-    return email.strip().lower()
+    """The email as users are stored and looked up: ASCII whitespace stripped from both ends,
+    ASCII letters lower-cased, and nothing else. Unicode case folding or compatibility mapping
+    would make look-alikes one user (KELVIN SIGN lower-cases to "k", and `str.strip` drops an
+    IDEOGRAPHIC SPACE), so that provisioning one of them would take over another's account."""
+    return email.strip(ASCII_WHITESPACE).translate(ASCII_LOWER)
 
 
 def find_active_user(email):

@@ -2,6 +2,7 @@
 from flask import Blueprint, current_app, g, request
 
 import answers
+import auth
 import chats
 import longpoll
 from auth import require_agent
@@ -45,8 +46,9 @@ def get_chat(chat_id):
 def poll_messages(chat_id):
     query = messages_query.load(request.args.to_dict())
     chat = chats.find_chat(chat_id)
-    page = longpoll.poll(chat, query["after"], query["limit"], query["wait"],
-                         current_app.extensions["waiter_slots"])
+    page = longpoll.poll(chat, longpoll.Cursor.of(query, current_app.config), query["wait"],
+                         current_app.extensions["waiter_slots"],
+                         longpoll.Poller(auth.caller_still_allowed))
     return success("Messages.", answers.poll_json(chat, query["after"], page, AGENT))
 
 

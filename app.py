@@ -1,8 +1,11 @@
 """SupportZen live chat: the application factory and the production entry point.
 
-    python app.py                          # waitress on HOST:PORT
-    waitress-serve --call app:create_app   # the same, waitress's own launcher
+    python app.py                          # waitress on HOST:PORT (serve.py)
+    waitress-serve --call app:create_app   # waitress's own launcher (see the README's flags)
     flask --app app run                    # development server
+
+Every launcher gets the same log format and the access log (`configure_logging`,
+`log_requests`).
 
 `create_app` only builds the app: it opens no database connection, so every CLI command (and
 its --help) works with the database unreachable. Serving needs more, done by `start_serving`
@@ -12,6 +15,7 @@ background threads, the start-up log.
 import logging
 import os
 import threading
+import time
 
 from flask import Flask, request
 from flask_cors import CORS
@@ -21,10 +25,94 @@ import lane
 import longpoll
 import migrations
 import models
+import ratelimits
 import settings
 from envelope import success
-from errors import register_error_handlers
+from errors import ONE_LINE_PER_RECORD, printable, register_error_handlers
 from ratelimits import setup_limits
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+access_log = logging.getLogger("supportzen.access")
+
+
+def configure_logging():
+    """One format (time, level, logger, message) for the service's lines, waitress's and the
+    access log, whichever launcher runs the app. Logging someone already set up (pytest, another
+    server) is left alone."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # Every line through it, waitress's own ("Client disconnected while serving <path>")
+    # included, has a request's control characters escaped.
+    handler.addFilter(ONE_LINE_PER_RECORD)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # `flask run`'s server logs each request itself, query string included: the access log
+    # below is the one line per request.
+    logging.getLogger("werkzeug").addFilter(
+        lambda record: not str(record.msg).endswith('] "%s" %s %s'))
+
+
+def field(text):
+    """`text` as one field of an access-log line: control characters escaped (a path's %0A
+    forges no line), spaces too (they separate the fields)."""
+    return printable(text).replace(" ", "\\x20")
+
+
+def log_requests(app):
+    """One access-log line per request, on any launcher: client address, method, path (never
+    the query string), status, milliseconds until the answer was sent, body bytes. Nothing
+    else of the request (no header, so no token; no body) ever goes in it."""
+    handle = app.wsgi_app
+
+    def wsgi_app(environ, start_response):
+        started = time.monotonic()
+        status = []
+
+        def start(status_line, headers, exc_info=None):
+            status[:] = [status_line.split(" ", 1)[0]]
+            return start_response(status_line, headers, exc_info)
+
+        def log(sent):
+            # WSGI gives the path's bytes as Latin-1; shown as UTF-8, as Flask reads it.
+            path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode(
+                "latin-1", "replace").decode("utf-8", "backslashreplace")
+            access_log.info("%s %s %s %s %.1fms %dB", field(environ.get("REMOTE_ADDR") or "-"),
+                            field(environ.get("REQUEST_METHOD") or "-"), field(path),
+                            status[0] if status else "500",
+                            (time.monotonic() - started) * 1000, sent)
+
+        try:
+            body = handle(environ, start)
+        except Exception:
+            log(0)
+            raise
+        return CountedBody(body, log)
+
+    app.wsgi_app = wsgi_app
+
+
+class CountedBody:
+    """A response body that counts its bytes as the server sends them and calls `done(bytes)`
+    when the server closes it: after the last byte, or once the client has gone."""
+
+    def __init__(self, body, done):
+        self.body, self.done, self.sent = body, done, 0
+
+    def __iter__(self):
+        for chunk in self.body:
+            self.sent += len(chunk)
+            yield chunk
+
+    def close(self):
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.done(self.sent)
 
 
 def default_database_url(app):
@@ -94,6 +182,7 @@ def register_commands(app):
 
 
 def create_app(config=None):
+    configure_logging()  # before `app.logger`, so Flask adds no handler of its own
     app = Flask(__name__)
     app.json.sort_keys = False  # keep the envelope in the spec's order
     if app.logger.level == logging.NOTSET:
@@ -103,6 +192,8 @@ def create_app(config=None):
     register_error_handlers(app)
     setup_database(app)
     run_in_request_lane(app)
+    if app.config["ACCESS_LOG"]:
+        log_requests(app)  # outermost: the time includes waiting for the lane
     start_serving_before_first_request(app)
     setup_cors(app)
     setup_limits(app)
@@ -111,8 +202,8 @@ def create_app(config=None):
 
     @app.get("/healthz")
     def healthz():
-        models.check_database()
-        return success("ok", {"database": "ok"})
+        models.database_health()
+        return success("ok", {"database": "ok", "rate_limits": ratelimits.storage_status()})
 
     return app
 

@@ -2,7 +2,8 @@
 
 Customers sign each request with hex HMAC-SHA256(key = their uuid, message = their email).
 Every failure, whatever its cause, raises the same 401 and costs about the same time, so
-nobody can learn which emails exist.
+nobody can learn which emails exist. Each failure counts against the client's address; once it
+has failed too often, its failures answer 429 instead (valid credentials still pass).
 """
 import functools
 import hashlib
@@ -15,6 +16,7 @@ from werkzeug.exceptions import NotFound
 
 import accounts
 import models
+import ratelimits
 from envelope import read_data
 
 HEX_TOKEN = re.compile(r"\A[0-9a-fA-F]{64}\Z")
@@ -24,6 +26,13 @@ DUMMY_KEY = secrets.token_hex(18)
 
 class AuthenticationFailed(Exception):
     """Any failed sign-in: the answer never says which part was wrong."""
+
+
+def failure():
+    """The exception for a failed sign-in, once it is counted against the client's address
+    (which raises `RateLimitExceeded` instead when that address has failed too often)."""
+    ratelimits.count_failed_authentication()
+    return AuthenticationFailed()
 
 
 def bearer_token():
@@ -46,8 +55,8 @@ def utf8(value):
 
 def could_be_email(email, email_bytes):
     """Worth a lookup: a short, non-blank text that any database can take as a parameter."""
-    return bool(email_bytes) and email.strip() != "" and len(email_bytes) <= 320 \
-        and b"\x00" not in email_bytes
+    return bool(email_bytes) and email.strip(accounts.ASCII_WHITESPACE) != "" \
+        and len(email_bytes) <= 320 and b"\x00" not in email_bytes
 
 
 def sign(key, message):
@@ -66,7 +75,7 @@ def authenticate_user(data):
     given = token.lower().encode("ascii") if token and HEX_TOKEN.match(token) else b"-" * 64
     if hmac.compare_digest(expected, given) and user is not None:
         return user
-    raise AuthenticationFailed()
+    raise failure()
 
 
 def require_user(view):
@@ -78,6 +87,17 @@ def require_user(view):
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def caller_still_allowed():
+    """Whether this request's caller may still use the API, for a long-poll to ask again while
+    it waits (one indexed lookup): the customer still has the uuid that signed the request (not
+    removed, nor given a new one), or the agent's token still works."""
+    if "agent" in g:
+        current = accounts.find_agent_by_digest(g.agent.token_digest)
+        return current is not None and current.id == g.agent.id
+    current = accounts.find_active_user(g.user.email)
+    return current is not None and (current.id, current.uuid) == (g.user.id, g.user.uuid)
 
 
 def digest(secret):
@@ -100,7 +120,7 @@ def authenticate_agent():
     stored = agent.token_digest if agent else "-" * 64
     if hmac.compare_digest(stored.encode("ascii"), token_digest.encode("ascii")) and agent:
         return agent
-    raise AuthenticationFailed()
+    raise failure()
 
 
 def require_agent(view):
@@ -124,7 +144,7 @@ def require_admin(view):
             raise NotFound()
         token = bearer_token() or ""
         if not hmac.compare_digest(digest(token), digest(admin_token)):
-            raise AuthenticationFailed()
+            raise failure()
         return view(*args, **kwargs)
 
     return wrapper

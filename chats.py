@@ -92,6 +92,13 @@ class ChatChanges:
                 entry[1] += 1
                 self._condition.notify_all()
 
+    def wake_all(self):
+        """Wake every waiting reader (the server is stopping)."""
+        with self._condition:
+            for entry in self._watched.values():
+                entry[1] += 1
+            self._condition.notify_all()
+
     def notify_after_commit(self, chat_id):
         database.after_commit(lambda: self.notify(chat_id))
 
@@ -124,9 +131,16 @@ changes = ChatChanges()
 # --- finding and changing chats ----------------------------------------------------------
 
 def is_possible_chat_id(public_id):
-    """Ids from a URL path are unvalidated: one no chat could have is not found at once
-    (PostgreSQL would refuse a NUL outright)."""
-    return 0 < len(public_id) <= MAX_CHAT_ID_LENGTH and "\x00" not in public_id
+    """Ids from a URL path are unvalidated: one no chat could have is not found at once, before
+    it reaches the database (PostgreSQL refuses a NUL outright, and no driver can send a lone
+    surrogate)."""
+    if not 0 < len(public_id) <= MAX_CHAT_ID_LENGTH or "\x00" in public_id:
+        return False
+    try:
+        public_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def find_chat(public_id, user=None):
@@ -227,10 +241,26 @@ def mark_read(chat, side, seq):
 
 # --- reading messages --------------------------------------------------------------------
 
-def messages_after(chat_id, after, limit):
-    """(message rows with seq > after in order, has_more)."""
+def messages_after(chat_id, after, limit, max_bytes=None):
+    """(message rows with seq > after in order, has_more): at most `limit` messages, and no
+    more than `max_bytes` of text (`text_bytes`), except that a page always holds the first
+    one. A page cut short ends before the message that would cross the bound, so a reader that
+    goes on after its last seq still sees every message once."""
     rows = queries.MESSAGES_AFTER.all(chat_id, after, limit + 1)
-    return rows[:limit], len(rows) > limit
+    count = min(len(rows), limit)
+    if max_bytes is not None:
+        size = 0
+        for index, row in enumerate(rows[:count]):
+            size += text_bytes(row)
+            if size > max_bytes and index > 0:
+                count = index
+                break
+    return rows[:count], len(rows) > count
+
+
+def text_bytes(row):
+    """The size a message's text takes in an answer, as UTF-8 (10,000 emoji are 40 KB)."""
+    return len(row.body.encode("utf-8")) + len((row.image_url or "").encode("utf-8"))
 
 
 def current_status(chat_id):
@@ -279,9 +309,12 @@ def chat_list_call(side, status, before, limit, user=None, public_id=None):
 
 def chat_list(side, status, before, limit, user=None, public_id=None):
     """A page of chats, most recent activity first: (rows, next cursor or None). A customer's
-    list holds only their own chats."""
+    list holds only their own chats; with `public_id`, the one chat with that id (none, and
+    `ChatNotFound`, for an id no chat could have)."""
     if not side.sees_everything and user is None:
         raise ValueError("a customer's list needs its customer")
+    if public_id is not None and not is_possible_chat_id(public_id):
+        raise ChatNotFound()
     statement, params = chat_list_call(side, status, before, limit, user, public_id)
     rows = statement.all(*params)
     page = rows[:limit]

@@ -146,8 +146,11 @@ def csv_rows(lines):
         elif None in row.values():
             yield reader.line_num, "too few columns"
         else:
-            yield reader.line_num, {key: value.strip() for key, value in row.items()
-                                    if key != "name" or value.strip()}
+            # ASCII whitespace only: `str.strip` would also drop an IDEOGRAPHIC SPACE from
+            # an email, and with it the difference between a look-alike and the real one.
+            row = {key: value.strip(accounts.ASCII_WHITESPACE) for key, value in row.items()}
+            yield reader.line_num, {key: value for key, value in row.items()
+                                    if key != "name" or value}
 
 
 def validated(rows):

@@ -3,6 +3,7 @@ replies, the chat list, read marks and closing."""
 from flask import Blueprint, current_app, g
 
 import answers
+import auth
 import chats
 import longpoll
 from auth import require_user
@@ -10,7 +11,7 @@ from chats import CUSTOMER
 from envelope import read_data, success
 from idempotency import idempotent
 from models import CHAT_CLOSED
-from ratelimits import customer_sends
+from ratelimits import customer_polls, customer_sends
 from schemas import (
     ChatRefSchema,
     CreateChatSchema,
@@ -32,6 +33,12 @@ chat_ref_schema = ChatRefSchema()
 
 def own_chat(fields):
     return chats.find_chat(fields["chat_id"], user=g.user)
+
+
+def customer_poller():
+    """A customer's polls wait only while they are still a user, and a few at a time."""
+    return longpoll.Poller(auth.caller_still_allowed, owner=f"user:{g.user.id}",
+                           max_waiting=current_app.config["LONGPOLL_MAX_WAITERS_PER_CUSTOMER"])
 
 
 def load_create():
@@ -66,16 +73,18 @@ def send_message(fields):
 
 @bp.post("/messages")
 @require_user
+@customer_polls
 def poll_messages():
     fields = poll_schema.load(read_data())
     chat = own_chat(fields)
-    page = longpoll.poll(chat, fields["after"], fields["limit"], fields["wait"],
-                         current_app.extensions["waiter_slots"])
+    page = longpoll.poll(chat, longpoll.Cursor.of(fields, current_app.config), fields["wait"],
+                         current_app.extensions["waiter_slots"], customer_poller())
     return success("Messages.", answers.poll_json(chat, fields["after"], page, CUSTOMER))
 
 
 @bp.post("/list")
 @require_user
+@customer_polls
 def list_chats():
     fields = list_chats_schema.load(read_data())
     rows, next_before = chats.chat_list(CUSTOMER, fields["status"], fields["before"],
@@ -85,6 +94,7 @@ def list_chats():
 
 @bp.post("/read")
 @require_user
+@customer_polls
 def mark_read():
     fields = read_schema.load(read_data())
     chat = own_chat(fields)
@@ -94,6 +104,7 @@ def mark_read():
 
 @bp.post("/close")
 @require_user
+@customer_polls
 def close_chat():
     chat = own_chat(chat_ref_schema.load(read_data()))
     status = chats.set_status(chat, CHAT_CLOSED)

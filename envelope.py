@@ -7,6 +7,7 @@ Every answer, success or failure, is `{"status", "message", "data", "error"}`. V
 import json
 
 from flask import current_app, g, request
+from flask.globals import request_ctx
 
 
 class APIError(Exception):
@@ -22,11 +23,25 @@ class APIError(Exception):
         self.details = details
 
 
+# On every answer: a browser never guesses another type for it, and no cache keeps it (the
+# answers hold private messages).
+EVERY_ANSWER_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
 def json_response(body, status=200, headers=None):
-    """What `jsonify` answers outside debug mode, built directly: every request pays for it."""
-    text = json.dumps(body, separators=(",", ":"), default=current_app.json.default)
-    return current_app.response_class(text + "\n", status=status, headers=headers,
-                                      mimetype="application/json")
+    """What `jsonify` answers outside debug mode, built directly: every request pays for it.
+
+    UTF-8, not \\u escapes: an emoji is 4 bytes, not 12. A lone surrogate (which JSON input
+    can carry in a \\u escape, and a validation error can echo) cannot be UTF-8: it goes
+    back out as the same \\u escape, still valid JSON.
+    """
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
+                      default=current_app.json.default)
+    response = current_app.response_class((text + "\n").encode("utf-8", "backslashreplace"),
+                                          status=status, headers=headers,
+                                          mimetype="application/json")
+    response.headers.update(EVERY_ANSWER_HEADERS)
+    return response
 
 
 def success(message, data=None, headers=None):
@@ -39,6 +54,14 @@ def failure(error):
     return json_response({"status": "error", "message": error.message, "data": None,
                           "error": {"code": error.code, **error.details}},
                          error.status, error.headers)
+
+
+def options_answer():
+    """Flask's automatic answer to OPTIONS, as an envelope: the methods the URL takes, in
+    `Allow` and in `data.methods` (a CORS preflight gets its headers on top of it)."""
+    methods = sorted(request_ctx.url_adapter.allowed_methods())
+    return success("Allowed methods.", {"methods": methods},
+                   headers={"Allow": ", ".join(methods)})
 
 
 def read_data():

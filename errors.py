@@ -2,20 +2,32 @@
 
 Views raise `APIError`, or let a domain exception (a chat rule broken, a failed sign-in), a
 `ValidationError` or an `HTTPException` escape; the handlers below turn each into the envelope
-with a stable `error.code`, so no view needs a try/except of its own.
+with a stable `error.code`, so no view needs a try/except of its own. Flask's own answers (its
+error pages, its automatic OPTIONS answer) are envelopes too.
 """
+import logging
+import re
+
 from flask import current_app, request
 from flask_limiter import RateLimitExceeded
 from marshmallow import ValidationError
-from peewee import IntegrityError, InterfaceError, OperationalError
+from peewee import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    NotSupportedError,
+    ProgrammingError,
+)
 from werkzeug.exceptions import HTTPException
 
 import accounts
 import auth
 import chats
+import dbtrouble
 import idempotency
 import ratelimits
-from envelope import APIError, failure, invalid_fields
+from envelope import APIError, failure, invalid_fields, options_answer
 
 # Domain exceptions, each with the answer it gets: (status, code, message[, headers]).
 DOMAIN_ERRORS = {
@@ -45,7 +57,38 @@ HTTP_ERRORS = {
     413: ("payload_too_large", "The request body is too large."),
     415: ("unsupported_media_type", "The request body must be JSON."),
     431: ("headers_too_large", "The request headers are too large."),
+    500: ("internal_error", "An unexpected error occurred."),
 }
+
+# Database errors that are a statement's fault (a bug), not a database that cannot be used.
+STATEMENT_ERRORS = (ProgrammingError, DataError, NotSupportedError)
+
+# Characters that would end or disguise a log line: C0 and C1 controls (newlines, escape
+# sequences), DEL, the Unicode line separators and the bidirectional overrides.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text):
+    """`text` safe to log: every control character escaped (a path with %0A forges no line)."""
+    return CONTROL_CHARACTERS.sub(
+        lambda match: match.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+class OneLinePerRecord(logging.Filter):
+    """Escapes control characters in every message the app logs, those Flask logs itself
+    (its "Exception on <path>" line) included. A traceback, kept apart, stays multi-line."""
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: logging reports it itself, later
+            return True
+        if CONTROL_CHARACTERS.search(message):
+            record.msg, record.args = printable(message), ()
+        return True
+
+
+ONE_LINE_PER_RECORD = OneLinePerRecord()
 
 
 def handle_api_error(error):
@@ -81,19 +124,23 @@ def handle_rate_limited(error):
 
 
 def handle_integrity_error(error):
-    current_app.logger.warning("integrity error: %s", error)
+    current_app.logger.warning("integrity error: %s", printable(error))
     return failure(APIError(409, "conflict", "The request conflicts with data already stored."))
 
 
 def handle_database_unavailable(error):
-    current_app.logger.error("database unavailable: %s", error)
+    """Unreachable, read-only, full or corrupt: 503, and the cause logged once a minute (a
+    full disk fails every request)."""
+    if not isinstance(error, dbtrouble.WritesFailing):  # that one was logged when it happened
+        dbtrouble.database_trouble.failed(error, current_app.logger)
     return failure(APIError(503, "database_unavailable",
                             "The database is unavailable; try again shortly.",
                             headers={"Retry-After": "1"}))
 
 
 def handle_unexpected(error):
-    current_app.logger.exception("unexpected error on %s %s", request.method, request.path)
+    current_app.logger.exception("unexpected error on %s %s", printable(request.method),
+                                 printable(request.path))
     return failure(APIError(500, "internal_error", "An unexpected error occurred."))
 
 
@@ -107,6 +154,13 @@ def register_error_handlers(app):
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(IntegrityError, handle_integrity_error)
-    app.register_error_handler(OperationalError, handle_database_unavailable)
+    # Unreachable (OperationalError, InterfaceError), read-only, full (OperationalError),
+    # corrupt ("database disk image is malformed": DatabaseError itself).
+    app.register_error_handler(DatabaseError, handle_database_unavailable)
     app.register_error_handler(InterfaceError, handle_database_unavailable)
+    for exception in STATEMENT_ERRORS:
+        app.register_error_handler(exception, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)
+    # Flask answers OPTIONS itself, without a view: an envelope like every other answer.
+    app.make_default_options_response = options_answer
+    app.logger.addFilter(ONE_LINE_PER_RECORD)

@@ -14,9 +14,13 @@ the poll comes back in ahead of new requests. So the threads are still needed, f
 `LaneDispatcher` is waitress's task dispatcher made to follow the lane; `held` puts a request in
 the lane wherever it runs (the Flask test client, `flask run`, another WSGI server). PostgreSQL
 requests wait on the network, so there they run side by side and the lane does nothing.
+
+`Connection`, waitress's connection on both backends, also cuts slow clients (a request head
+must arrive within a deadline) and closes idle connections once the server is draining.
 """
 import contextlib
 import threading
+import time
 
 import waitress.server
 from waitress.channel import HTTPChannel
@@ -25,7 +29,8 @@ from waitress.task import ThreadedTaskDispatcher
 import models
 
 # The waitress release whose dispatcher loop `LaneDispatcher` copies and whose private hooks
-# (`_dispatcher`, `map`, `channel_class`) `create_server` uses; requirements.txt pins it, and a
+# (`_dispatcher`, `map`, `channel_class`, and the channel's `request`, `requests`, `received`
+# and `service` that `Connection` builds on) this module uses; requirements.txt pins it, and a
 # test fails on any other.
 VERIFIED_WAITRESS = "3.0"
 
@@ -162,10 +167,23 @@ class LaneDispatcher(ThreadedTaskDispatcher):
                                           len(self.queue))
 
 
-class LaneChannel(HTTPChannel):
-    """waitress's connection, stepping out of the lane while it waits for a client to take its
-    output (past `outbuf_high_watermark`): one client that stops reading must not stop the
-    server."""
+class Connection(HTTPChannel):
+    """waitress's connection, on both backends, with three additions.
+
+    - It steps out of the lane while it waits for a client to take its output (past
+      `outbuf_high_watermark`): one client that stops reading must not stop the server.
+    - A request head must be complete within `server.header_timeout` seconds of its first byte
+      (counted while no earlier request of the connection runs), or the connection is closed.
+      waitress's own `channel_timeout` is measured from the last byte received, so a client
+      sending one header line every few seconds (slowloris) would hold its connection forever.
+    - Once the server drains (`server.draining`, see serve.py), answers carry
+      `Connection: close` and a connection with nothing in flight is closed.
+
+    `readable` is called for every connection on each turn of waitress's loop (at least once a
+    second, `asyncore_loop_timeout`), in the loop's thread: the checks live there.
+    """
+
+    head_started = None  # when the head of the request being received began to arrive
 
     def _flush_outbufs_below_high_watermark(self):
         if self.total_outbufs_len > self.adj.outbuf_high_watermark:
@@ -174,16 +192,62 @@ class LaneChannel(HTTPChannel):
         else:
             super()._flush_outbufs_below_high_watermark()
 
+    def received(self, data):
+        if self.request is None:
+            self.head_started = time.time()
+        try:
+            return super().received(data)
+        finally:
+            if self.request is None or self.request.headers_finished:
+                self.head_started = None
 
-def create_server(app, **settings):
-    """`waitress.server.create_server`, with the lane's dispatcher and connections on SQLite.
-    (waitress 3 takes a dispatcher through its `_dispatcher` argument.)"""
-    if not request_lane.active():
-        return waitress.server.create_server(app, **settings)
-    pool = LaneDispatcher()
-    pool.set_thread_count(settings.get("threads", 4))
-    listeners = {}
-    server = waitress.server.create_server(app, map=listeners, _dispatcher=pool, **settings)
-    for listener in listeners.values():
-        listener.channel_class = LaneChannel
+    def service(self):
+        if self.server.draining:
+            self.requests[0].headers["CONNECTION"] = "close"  # waitress then says so, and closes
+        super().service()
+        if self.head_started is not None:
+            # The next request's head came in behind this one: its clock starts now.
+            self.head_started = time.time()
+
+    def in_flight(self):
+        """A request is being received, queued or served, or its answer is still being sent."""
+        return bool(self.request is not None or self.requests or self.total_outbufs_len)
+
+    def head_overdue(self):
+        return self.head_started is not None \
+            and time.time() - self.head_started > self.server.header_timeout
+
+    def readable(self):
+        if not self.requests and (self.server.draining and not self.in_flight()
+                                  or self.head_overdue()):
+            self.will_close = True  # `writable` is then true, and waitress closes it
+        return super().readable()
+
+
+def create_server(app, header_timeout, **settings):
+    """`waitress.server.create_server` with `Connection`s, and on SQLite the lane's dispatcher.
+    (waitress 3 takes a dispatcher through its `_dispatcher` argument.)
+
+    The server's socket map (listeners, connections, waitress's triggers) is `server.socket_map`.
+    """
+    sockets = {}
+    if request_lane.active():
+        pool = LaneDispatcher()
+        pool.set_thread_count(settings.get("threads", 4))
+        settings["_dispatcher"] = pool
+    server = waitress.server.create_server(app, map=sockets, **settings)
+    for listener in listeners(sockets):
+        listener.channel_class = Connection
+        listener.header_timeout = header_timeout
+        listener.draining = False
+    server.socket_map = sockets
     return server
+
+
+def listeners(sockets):
+    return [item for item in sockets.values()
+            if isinstance(item, waitress.server.BaseWSGIServer)]
+
+
+def connections(sockets):
+    return [item for item in sockets.values() if isinstance(item, Connection)]

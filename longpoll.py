@@ -1,19 +1,58 @@
 """Long-polls: a poll with `wait` holds its request until a message arrives, the chat is closed
 or reopened, or the wait runs out.
 
-A waiting poll holds a server thread, so at most `LONGPOLL_MAX_WAITERS` wait at once (beyond
-that the answer comes at once). While it waits, a poll gives its database connection back and
-steps out of the request lane (lane.py), so it holds up nobody.
+A waiting poll holds a server thread, so at most `LONGPOLL_MAX_WAITERS` wait at once, and one
+caller's at most its poller's `max_waiting` (beyond either, the answer comes at once): polls a
+client opened and dropped keep waiting on the server until their time is up, and one client's
+must not take every slot. While it waits, a poll gives its database connection back and steps
+out of the request lane (lane.py), so it holds up nobody; and it asks again whether its caller
+may still read, so a customer removed (or an agent revoked) meanwhile gets a 401, not what was
+written after.
 """
+import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import chats
+from auth import AuthenticationFailed
 from lane import request_lane
 from models import database
 
 CROSS_PROCESS_POLL_SECONDS = 0.5  # a waiting poll re-reads this often for other processes
+
+
+shutting_down = threading.Event()  # set once, by serve.py on SIGTERM
+
+
+def stop_waiting():
+    """The server is stopping: waiting polls answer at once with what they have, and no new
+    poll waits."""
+    shutting_down.set()
+    chats.changes.wake_all()
+
+
+class Cursor(NamedTuple):
+    """What a poll asks for: the messages after `after`, at most `limit` of them and about
+    `max_bytes` of text (see `chats.messages_after`)."""
+    after: int
+    limit: int
+    max_bytes: int
+
+    @classmethod
+    def of(cls, fields, config):
+        """The cursor of a poll's validated `fields`, bounded by MAX_POLL_PAGE_BYTES."""
+        return cls(fields["after"], fields["limit"], config["MAX_POLL_PAGE_BYTES"])
+
+
+class Poller(NamedTuple):
+    """Who polls: `still_allowed()` says whether the caller may still read (asked again while
+    the poll waits); the polls of one `owner` wait `max_waiting` at a time at most (no owner:
+    only the process-wide cap)."""
+    still_allowed: Callable[[], bool]
+    owner: str | None = None
+    max_waiting: int | None = None
 
 
 class Page(NamedTuple):
@@ -24,43 +63,67 @@ class Page(NamedTuple):
 
 
 class WaiterSlots:
-    """At most `capacity` long-polls wait at once in this process."""
+    """At most `capacity` long-polls wait at once in this process, and at most `max_waiting`
+    of one owner's."""
 
     def __init__(self, capacity):
         if capacity < 0:
             raise ValueError("LONGPOLL_MAX_WAITERS must be 0 or more")
-        self._slots = threading.BoundedSemaphore(capacity) if capacity > 0 else None
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._by_owner = collections.Counter()  # owner -> its polls waiting now
 
-    def try_take(self):
-        return self._slots is not None and self._slots.acquire(blocking=False)
+    def try_take(self, poller):
+        with self._lock:
+            if self._taken >= self._capacity:
+                return False
+            if poller.owner is not None:
+                if self._by_owner[poller.owner] >= poller.max_waiting:
+                    return False
+                self._by_owner[poller.owner] += 1
+            self._taken += 1
+            return True
 
-    def give_back(self):
-        self._slots.release()
+    def give_back(self, poller):
+        with self._lock:
+            self._taken -= 1
+            if poller.owner is not None:
+                self._by_owner[poller.owner] -= 1
+                if not self._by_owner[poller.owner]:
+                    del self._by_owner[poller.owner]  # memory stays bounded by the waiters
 
 
-def read_page(chat_id, after, limit, status):
-    messages, has_more = chats.messages_after(chat_id, after, limit)
+def read_page(chat_id, cursor, status):
+    messages, has_more = chats.messages_after(chat_id, cursor.after, cursor.limit,
+                                              cursor.max_bytes)
     return Page(status, messages, has_more)
 
 
-def poll(chat, after, limit, wait, slots):
-    """The messages of `chat` after `after`, waiting up to `wait` seconds for a first new one
-    (or for the chat to be closed or reopened), when a waiting slot is free."""
-    page = read_page(chat.id, after, limit, chat.status)
-    if page.messages or wait <= 0 or not slots.try_take():
+def poll(chat, cursor, wait, slots, poller):
+    """The messages of `chat` after the cursor, waiting up to `wait` seconds for a first new
+    one (or for the chat to be closed or reopened), when a waiting slot is free. Raises
+    `AuthenticationFailed` when the poller was refused access while it waited."""
+    page = read_page(chat.id, cursor, chat.status)
+    if page.messages or wait <= 0 or shutting_down.is_set() or not slots.try_take(poller):
         return page
     try:
-        return wait_for_change(chat, after, limit, time.monotonic() + wait)
+        return wait_for_change(chat, cursor, time.monotonic() + wait, poller)
     finally:
-        slots.give_back()
+        slots.give_back(poller)
 
 
-def wait_for_change(chat, after, limit, deadline):
+def wait_for_change(chat, cursor, deadline, poller):
     with chats.changes.watching(chat.id) as wait_for_notice:
         while True:
-            page = read_page(chat.id, after, limit, chats.current_status(chat.id))
+            page = read_page(chat.id, cursor, chats.current_status(chat.id))
+            # Asked after the read: a page read while the caller was still allowed holds only
+            # what was written before any revocation.
+            if not poller.still_allowed():
+                raise AuthenticationFailed()
             remaining = deadline - time.monotonic()
-            if page.messages or page.status != chat.status or remaining <= 0:
+            if page.messages or page.status != chat.status or remaining <= 0 \
+                    or shutting_down.is_set():
                 return page
             database.close()  # the connection goes back to the pool while this waits
             with request_lane.paused():

@@ -204,6 +204,7 @@ def upgrade(target=LATEST):
     version after it, or (now, now) when it applied none (another process may have).
     """
     database = models.database
+    models.create_database_folder()  # a new SQLite file starts readable by this user only
     migrator = SchemaMigrator.from_database(database.obj)
     applied_from = None
     with database.bind_ctx(FROZEN_MODELS, bind_refs=False, bind_backrefs=False):

@@ -27,6 +27,8 @@ from peewee import (
 )
 from playhouse.db_url import connect as connect_url
 
+from dbtrouble import WritesFailing, database_trouble
+
 database = DatabaseProxy()
 logger = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ class BackgroundCheckpoints:
 
     @staticmethod
     def _run(path, stop):
-        connection = sqlite3.connect(path, timeout=10)
+        connection = open_checkpoint_connection(path)
         try:
             while not stop.wait(CHECKPOINT_SECONDS):
                 try:
@@ -173,9 +175,15 @@ class BackgroundCheckpoints:
                     with sqlite_writer:
                         connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as error:  # the next round tries again
-                    logger.warning("background checkpoint failed: %s", error)
+                    # Five rounds a second: a read-only or full disk would flood the log.
+                    database_trouble.log.once_a_minute(
+                        logger, logging.WARNING, f"background checkpoint failed: {error}")
         finally:
             connection.close()
+
+
+def open_checkpoint_connection(path):
+    return sqlite3.connect(path, timeout=10)
 
 
 background_checkpoints = BackgroundCheckpoints()
@@ -215,6 +223,7 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_cur
     if database.obj is not None and close_current:
         background_checkpoints.stop()
         database.obj.close_all()
+        database_trouble.reset()
     database.initialize(connect_url(pooled_url, **options))
     return database.obj
 
@@ -253,10 +262,15 @@ def sqlite_file_missing():
 
 
 def create_database_folder():
-    """Make the folder that will hold the SQLite file (the schema's first creation does)."""
+    """Make the folder and the empty SQLite file before the schema's first creation, readable
+    by this user only: the file holds the uuids that sign requests. SQLite gives the -wal and
+    -shm files it makes the database file's mode (an empty file is an empty database)."""
     path = sqlite_path()
-    if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path is None:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def describe_database():
@@ -283,12 +297,20 @@ def write_transaction():
     locked" when another writer got in between, whatever the busy timeout. PostgreSQL takes row
     locks as it goes (see `queries.BUMP_CHAT`).
     """
+    with locked_transaction() as transaction:
+        yield transaction
+    database_trouble.wrote()  # the database takes writes again, if it had stopped
+
+
+@contextlib.contextmanager
+def locked_transaction():
+    """`write_transaction`'s locking, without counting as a write that succeeded."""
     if not is_sqlite():
         with database.atomic() as transaction:
             yield transaction
-        return
-    with sqlite_writer, database.atomic("IMMEDIATE") as transaction:
-        yield transaction
+    else:
+        with sqlite_writer, database.atomic("IMMEDIATE") as transaction:
+            yield transaction
 
 
 def migration_lock():
@@ -301,6 +323,29 @@ def migration_lock():
         database.execute_sql("SELECT pg_advisory_xact_lock(727274)")
 
 
-def check_database():
+# --- when the database fails ---------------------------------------------------------------
+
+class ProbeDone(Exception):
+    pass
+
+
+# Takes the write lock without writing a row: SQLite and PostgreSQL both refuse it on a
+# database that is read-only. schema_version exists from the first start on.
+WRITE_PROBE = 'UPDATE "schema_version" SET "version" = "version" WHERE 1 = 0'
+
+
+def database_health():
+    """Raise the database error requests would meet now, or return: the database answers,
+    takes writes, and no request has failed on it since the last write that succeeded (a full
+    or corrupt disk shows only when a request needs the space or the page)."""
     database.execute_sql("SELECT 1")
+    with contextlib.suppress(ProbeDone), locked_transaction():
+        database.execute_sql(WRITE_PROBE)
+        raise ProbeDone()  # roll back
+    failure = database_trouble.recent_failure()
+    if failure is not None:
+        raise WritesFailing(f"requests failed on the database a moment ago: {failure}")
+
+
+check_database = database_health
 

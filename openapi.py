@@ -8,9 +8,10 @@ import functools
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, jsonify
+from flask import Blueprint
 from marshmallow import INCLUDE, Schema, fields, validate
 
+from envelope import json_response
 from schemas import (
     AgentChatsQuery,
     AgentMessagesQuery,
@@ -153,6 +154,8 @@ class UserRemoved(Schema):
 
 class Health(Schema):
     database = required(fields.String)
+    rate_limits = required(fields.String, validate=validate.OneOf(["ok", "memory fallback",
+                                                                   "off"]))
 
 
 class ErrorDetail(Schema):
@@ -195,11 +198,49 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "description": "Retry safely: the same key and body replay the first answer.",
                    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
                               "pattern": "^[\\x20-\\x7e]+$"}}
-ERRORS = {"400": "invalid JSON or fields", "401": "authentication failed",
-          "404": "no such chat or user", "409": "the chat is closed",
-          "413": "body too large", "415": "body is not JSON",
-          "422": "Idempotency-Key reused with another request",
-          "503": "database unavailable"}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "integer", "minimum": 1}}}
+ERRORS = {
+    "400": ("invalid JSON, fields or query", None),
+    "401": ("authentication failed", None),
+    "404": ("no such chat or user (or, for the admin API, ADMIN_TOKEN is unset)", None),
+    "405": ("this URL does not take that method (see Allow)", None),
+    "409": ("the chat is closed, too many chats are open, or the data changed meanwhile",
+            None),
+    "413": ("body larger than MAX_CONTENT_LENGTH", None),
+    "415": ("body is not JSON", None),
+    "422": ("Idempotency-Key reused with another request", None),
+    "429": ("rate limited", RETRY_AFTER),
+    "431": ("request headers larger than MAX_HEADER_BYTES", None),
+    "500": ("unexpected error", None),
+    "503": ("database unavailable", RETRY_AFTER),
+}
+# Whatever the operation: another method on its URL, the failed-authentication limit (which
+# counts every request from an address), the header limit, a bug, the database.
+EVERY_OPERATION_ERRORS = {"405", "429", "431", "500", "503"}
+
+
+# Customer reads are POSTs too (the spec's envelope carries the email): they change nothing.
+READING_POSTS = {"/api/client/live/messages", "/api/client/live/list"}
+
+
+def error_codes(path, method, security, body, query, extras):
+    """The error statuses an operation can answer."""
+    codes = set(EVERY_OPERATION_ERRORS)
+    if security:
+        codes.add("401")
+    if body or query:
+        codes.add("400")
+    if body:
+        codes |= {"413", "415"}
+    names_a_chat = CHAT_ID in extras or (body is not None and "chat_id" in body().fields)
+    if names_a_chat or security == "adminToken":
+        codes.add("404")
+    if security and method != "get" and path not in READING_POSTS:
+        codes.add("409")  # a closed chat, or a write that met another one
+    if IDEMPOTENCY_KEY in extras:
+        codes.add("422")
+    return sorted(codes)
 
 # (path, method, security, summary, request body schema, query schema, answer schema, extras)
 OPERATIONS = [
@@ -248,15 +289,18 @@ SECURITY_SCHEMES = {
 }
 
 
-def operation(security, summary, body, query, answer, extras):
+def operation(path, method, security, summary, body, query, answer, extras):
     name = answer.__name__
     op = {"summary": summary, "parameters": list(extras),
           "responses": {"200": {"description": "success",
                                 "content": {"application/json": {
                                     "schema": success_envelope(name, answer)}}}}}
-    for code, description in ERRORS.items():
+    for code in error_codes(path, method, security, body, query, extras):
+        description, headers = ERRORS[code]
         op["responses"][code] = {"description": description, "content": {
             "application/json": {"schema": "ErrorEnvelope"}}}
+        if headers:
+            op["responses"][code]["headers"] = headers
     if security:
         op["security"] = [{security: []}]
     if body:
@@ -276,7 +320,7 @@ def build_spec():
         spec.components.security_scheme(name, scheme)
     paths = {}
     for path, method, *details in OPERATIONS:
-        paths.setdefault(path, {})[method] = operation(*details)
+        paths.setdefault(path, {})[method] = operation(path, method, *details)
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()
@@ -284,4 +328,4 @@ def build_spec():
 
 @bp.get("/api/openapi.json")
 def openapi_document():
-    return jsonify(build_spec())
+    return json_response(build_spec())

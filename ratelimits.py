@@ -1,13 +1,22 @@
 """Rate limits (flask-limiter) and the limits on what a client controls.
 
-- failed authentications per client IP, across every endpoint;
+- failed authentications per client IP: once an address has failed too often, its further
+  *failed* attempts answer 429 instead of 401 until the window ends. Only failures are counted
+  or refused: valid credentials still work (a 256-bit HMAC cannot be guessed; the limit stops
+  load and probing, and must not shut out a customer behind the same NAT as a broken client),
+  and nothing else is limited per address, `/healthz` and `/api/openapi.json` included;
 - customer sends (create and chat) per user;
+- customer polls and the other customer calls (messages, list, read, close) per user;
 - agent calls per agent.
 
 The per-user and per-agent limits are decorators that each limited view lists right below its
 auth decorator, since they need to know the caller. Behind a proxy the client IP is the one
 waitress takes from X-Forwarded-For, and only when TRUSTED_PROXY names that proxy, so a spoofed
 header changes nothing.
+
+A store that cannot be reached (RATELIMIT_STORAGE_URI=redis://... with Redis down) turns no
+request into a 500: flask-limiter logs a warning and counts in this process's memory until the
+store answers again (`storage_status` tells which).
 """
 import functools
 import math
@@ -18,11 +27,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import RequestHeaderFieldsTooLarge
 
-limiter = Limiter(
-    key_func=get_remote_address,
-    application_limits=[lambda: current_app.config["RATELIMIT_AUTH_FAILURES"]],
-    application_limits_deduct_when=lambda response: response.status_code == 401,
-)
+limiter = Limiter(key_func=get_remote_address, in_memory_fallback_enabled=True)
 
 
 def when_enabled(limit):
@@ -42,9 +47,24 @@ def when_enabled(limit):
     return decorate
 
 
+auth_failures = when_enabled(limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_AUTH_FAILURES"], scope="auth-failures",
+    key_func=get_remote_address))
+
+
+@auth_failures
+def count_failed_authentication():
+    """A failed authentication from this address: the limit above counts it, and once the
+    address has failed too often it raises `RateLimitExceeded` (429) instead of returning."""
+
+
 customer_sends = when_enabled(limiter.shared_limit(
     lambda: current_app.config["RATELIMIT_CUSTOMER_SENDS"], scope="customer-sends",
     key_func=lambda: f"user:{g.user.id}"))
+
+customer_polls = when_enabled(limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_CUSTOMER_POLLS"],
+    scope="customer-polls", key_func=lambda: f"user:{g.user.id}"))
 
 agent_calls = when_enabled(limiter.shared_limit(
     lambda: current_app.config["RATELIMIT_AGENT_CALLS"], scope="agent-calls",
@@ -76,6 +96,18 @@ def seconds_until_reset():
     return max(wait, 1)
 
 
+def storage_status():
+    """Where the rate limits are counted now, for /healthz: "ok" (in RATELIMIT_STORAGE_URI),
+    "memory fallback" (that store was found unreachable: this process counts on its own until
+    it answers again) or "off" (RATELIMIT_ENABLED is false)."""
+    if not current_app.config["RATELIMIT_ENABLED"]:
+        return "off"
+    return "ok" if limiter.limiter.storage is limiter.storage else "memory fallback"
+
+
 def setup_limits(app):
     limiter.init_app(app)
+    # The limiter is one per process (the decorators above are made at import), and tests make
+    # many apps: each new one starts on its own store, presumed reachable.
+    limiter._storage_dead = False
     app.before_request(refuse_large_headers)

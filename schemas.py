@@ -5,9 +5,12 @@ Limits live here, not in views. Unknown fields are rejected. Strings refuse NUL 
 passes here can be stored on either backend.
 """
 import re
+import unicodedata
 from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from accounts import normalize_email
 
 MAX_MESSAGE_LENGTH = 10_000
 MAX_EMAIL_LENGTH = 254
@@ -63,16 +66,28 @@ class StrictFloat(fields.Float):
         return super()._validated(value)
 
 
+def no_look_alikes(value):
+    """marshmallow's Email takes any character from U+00A1 on as a letter. Refused here: what
+    only looks like an address someone else has, since it would be a second, confusable user
+    (emails are matched exactly, but for ASCII case): spaces and invisible characters (Unicode
+    separators, controls, format characters such as ZERO WIDTH SPACE, unassigned code points),
+    and compatibility characters, which NFKC maps to others (KELVIN SIGN to "K", fullwidth
+    letters to ASCII). Letters such as "é" stay valid."""
+    for char in value:
+        if unicodedata.category(char)[0] in "ZC" or unicodedata.normalize("NFKC", char) != char:
+            raise ValidationError(f"Must not contain the character U+{ord(char):04X}.")
+
+
 class NormalizedEmail(fields.Email):
-    """An email address, stripped and lower-cased as users are stored."""
+    """An email address, normalized as users are stored (`accounts.normalize_email`)."""
 
     def __init__(self, **kwargs):
-        super().__init__(validate=[validate.Length(max=MAX_EMAIL_LENGTH), storable_text],
-                         **kwargs)
+        super().__init__(validate=[validate.Length(max=MAX_EMAIL_LENGTH), storable_text,
+                                   no_look_alikes], **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
-            value = value.strip().lower()
+            value = normalize_email(value)
         return super()._deserialize(value, attr, data, **kwargs)
 
 

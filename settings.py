@@ -1,57 +1,246 @@
-"""Every setting: its default and how it is read from the environment.
+"""Every setting: its default, its rule, and how it is read.
 
 `load` takes the defaults, then the environment, then the `config` given to `create_app`
-(tests override anything that way).
+(tests override anything that way), and checks every value before anything uses it: a value
+that would only fail on the first request (a rate limit that cannot be parsed answered 500 to
+every request, /healthz included) stops the service at start instead.
+
+A bad value in the environment is the operator's to fix: `refuse` prints one line naming the
+setting and exits with status 2 (`python app.py`, `waitress-serve`, `flask run` and every CLI
+command alike). A bad value in `config` is a bad argument to `create_app`: `SettingError`, a
+`ValueError`.
 """
+import importlib.util
+import math
 import os
+import re
 import sys
+from urllib.parse import urlsplit
 
-DEFAULTS = {
-    "DATABASE_URL": None,  # None: a SQLite file in the instance folder
-    "SQLITE_SYNCHRONOUS": "NORMAL",
-    "DB_POOL_SIZE": 32,
-    "MAX_CONTENT_LENGTH": 64 * 1024,
-    "CORS_ORIGINS": "",
-    "ADMIN_TOKEN": None,
-    "LONGPOLL_MAX_WAITERS": 8,
-    "IDEMPOTENCY_KEY_HOURS": 24,
-    "MAX_OPEN_CHATS": 20,
-    "MAX_HEADER_BYTES": 8 * 1024,
-    "RATELIMIT_ENABLED": True,
-    "RATELIMIT_STORAGE_URI": "memory://",
-    "RATELIMIT_AUTH_FAILURES": "20 per minute",
-    "RATELIMIT_CUSTOMER_SENDS": "60 per minute",
-    "RATELIMIT_AGENT_CALLS": "600 per minute",
+import limits
+import limits.storage
+
+
+class SettingError(ValueError):
+    """A setting's value breaks its rule."""
+
+    def __init__(self, name, problem):
+        super().__init__(f"setting {name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+class Invalid(ValueError):
+    """Raised by a rule: what is wrong with the value (the caller names the setting)."""
+
+
+def shown(value, limit=60):
+    """A value as it may appear in an error: quoted, control characters escaped, shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --- the rules: each takes the environment's text or a Python value from `config`, and
+# answers the value the app uses, or raises Invalid ----------------------------------------
+
+def integer(minimum, maximum=None):
+    def rule(value):
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"{shown(value)} is not a whole number")
+        if value < minimum:
+            raise Invalid(f"must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be at most {maximum}, not {value}")
+        return value
+
+    return rule
+
+
+def number(above, maximum):
+    """A finite number greater than `above`, at most `maximum`."""
+
+    def rule(given):
+        value = given
+        if isinstance(given, str):
+            try:
+                value = float(given)
+            except ValueError:
+                value = None
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise Invalid(f"{shown(given)} is not a number")
+        if not above < value <= maximum:
+            raise Invalid(f"must be more than {above} and at most {maximum}, not {value}")
+        return value
+
+    return rule
+
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def boolean(value):
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise Invalid(f"{shown(value)} is not one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}")
+
+
+def text(value):
+    if not isinstance(value, str):
+        raise Invalid(f"{shown(value)} is not text")
+    return value
+
+
+def one_of(*choices):
+    def rule(value):
+        word = text(value).strip().upper()
+        if word not in choices:
+            raise Invalid(f"{shown(value)} is not one of {', '.join(choices)}")
+        return word
+
+    return rule
+
+
+def rate_limit(value):
+    """A limit as flask-limiter reads it: "20 per minute", "20/minute; 500/day"."""
+    try:
+        parsed = limits.parse_many(text(value))
+    except ValueError:
+        raise Invalid(f"{shown(value)} is not a rate limit such as '20 per minute'") from None
+    if any(limit.amount < 1 for limit in parsed):
+        raise Invalid("a limit of 0 refuses every request; set RATELIMIT_ENABLED=false "
+                      "to turn the limits off")
+    return value
+
+
+def storage_uri(value):
+    """Where flask-limiter keeps its counters: a scheme the `limits` library knows, with the
+    Python package that scheme needs."""
+    scheme = urlsplit(text(value)).scheme
+    storage = limits.storage.SCHEMES.get(scheme)
+    if storage is None or scheme.startswith("async+"):
+        known = sorted(name for name in limits.storage.SCHEMES if not name.startswith("async+"))
+        raise Invalid(f"{shown(value)} is not a storage URI such as memory:// or "
+                      f"redis://host:6379/0 (schemes: {', '.join(known)})")
+    packages = list(getattr(storage, "DEPENDENCIES", []))
+    if packages and not any(importlib.util.find_spec(package) for package in packages):
+        raise Invalid(f"{scheme}:// needs the Python package {' or '.join(packages)}")
+    return value
+
+
+def database_url(value):
+    """sqlite:////absolute/path.db or postgresql://user:pass@host:5432/db. The value is never
+    shown: it may hold a password."""
+    if value is None:
+        return None
+    parts = urlsplit(text(value))
+    if parts.scheme == "sqlite":
+        if parts.path in ("", "/"):
+            raise Invalid("a sqlite:/// URL needs a file path, e.g. sqlite:////var/lib/x.db")
+        return value
+    if parts.scheme in ("postgres", "postgresql"):
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if port == 0:
+            raise Invalid("the port is not a number from 1 to 65535")
+        if not any(importlib.util.find_spec(driver) for driver in ("psycopg", "psycopg2")):
+            raise Invalid("PostgreSQL needs its driver: "
+                          "pip install -r requirements-postgres.txt")
+        return value
+    raise Invalid(f"the scheme {shown(parts.scheme)} is not sqlite, postgres or postgresql")
+
+
+ADMIN_TOKEN_MIN_LENGTH = 32
+
+
+def admin_token(value):
+    """Unset (or empty): the admin API is off. Otherwise a long token a client can send in a
+    header. The value is never shown."""
+    if value is None or value == "":
+        return None
+    token = text(value)
+    if not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise Invalid("must be printable ASCII without spaces")
+    if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        raise Invalid(f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters "
+                      f"(it has {len(token)})")
+    return token
+
+
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+
+
+def origins(value):
+    """Comma-separated origins, each scheme://host[:port] with no path (what a browser sends
+    in its Origin header)."""
+    for origin in text(value).split(","):
+        origin = origin.strip()
+        if origin and not ORIGIN.fullmatch(origin):
+            raise Invalid(f"{shown(origin)} is not an origin such as https://app.example.com "
+                          "(http or https, a host, an optional port, no path)")
+    return value
+
+
+# name: (default, rule)
+SETTINGS = {
+    "DATABASE_URL": (None, database_url),  # None: a SQLite file in the instance folder
+    "SQLITE_SYNCHRONOUS": ("NORMAL", one_of("NORMAL", "FULL")),
+    "DB_POOL_SIZE": (32, integer(1, 1000)),
+    "MAX_CONTENT_LENGTH": (64 * 1024, integer(1, 1024 * 1024 * 1024)),
+    "CORS_ORIGINS": ("", origins),
+    "ADMIN_TOKEN": (None, admin_token),
+    "LONGPOLL_MAX_WAITERS": (8, integer(0, 10_000)),
+    "LONGPOLL_MAX_WAITERS_PER_CUSTOMER": (2, integer(0, 10_000)),
+    "MAX_POLL_PAGE_BYTES": (256 * 1024, integer(1024, 64 * 1024 * 1024)),
+    "IDEMPOTENCY_KEY_HOURS": (24, number(0, 24 * 365 * 10)),
+    "MAX_OPEN_CHATS": (20, integer(1, 1_000_000)),
+    # Waitress refuses headers past 64 KiB itself (in plain text): above that, this is moot.
+    "MAX_HEADER_BYTES": (8 * 1024, integer(1024, 64 * 1024)),
+    "ACCESS_LOG": (True, boolean),
+    "RATELIMIT_ENABLED": (True, boolean),
+    "RATELIMIT_STORAGE_URI": ("memory://", storage_uri),
+    "RATELIMIT_AUTH_FAILURES": ("20 per minute", rate_limit),
+    "RATELIMIT_CUSTOMER_SENDS": ("60 per minute", rate_limit),
+    "RATELIMIT_CUSTOMER_POLLS": ("120 per minute", rate_limit),
+    "RATELIMIT_AGENT_CALLS": ("600 per minute", rate_limit),
 }
 
-# Settings read from the environment, with the type each one is converted to.
-ENVIRONMENT = {
-    "DATABASE_URL": str,
-    "SQLITE_SYNCHRONOUS": str,
-    "DB_POOL_SIZE": int,
-    "MAX_CONTENT_LENGTH": int,
-    "CORS_ORIGINS": str,
-    "ADMIN_TOKEN": str,
-    "LONGPOLL_MAX_WAITERS": int,
-    "IDEMPOTENCY_KEY_HOURS": float,
-    "MAX_OPEN_CHATS": int,
-    "MAX_HEADER_BYTES": int,
-    "RATELIMIT_ENABLED": lambda value: value.strip().lower() in ("1", "true", "yes", "on"),
-    "RATELIMIT_STORAGE_URI": str,
-    "RATELIMIT_AUTH_FAILURES": str,
-    "RATELIMIT_CUSTOMER_SENDS": str,
-    "RATELIMIT_AGENT_CALLS": str,
-}
+DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
+
+
+def check(name, value):
+    """`value` as the app uses it; raises SettingError if it breaks the setting's rule."""
+    try:
+        return SETTINGS[name][1](value)
+    except Invalid as error:
+        raise SettingError(name, str(error)) from None
 
 
 def load(config=None):
-    """The settings in force: defaults, then the environment, then `config`."""
+    """The settings in force: defaults, then the environment, then `config`; each value
+    checked. A setting `config` gives is not read from the environment at all."""
+    config = dict(config or {})
     values = dict(DEFAULTS)
-    for name, convert in ENVIRONMENT.items():
-        text = os.environ.get(name)
-        if text not in (None, ""):
-            values[name] = convert(text)
-    values.update(config or {})
+    for name in SETTINGS:
+        environment_text = os.environ.get(name)
+        if name in config or environment_text in (None, ""):
+            continue
+        try:
+            values[name] = check(name, environment_text)
+        except SettingError as error:
+            refuse(name, error.problem)
+    for name, value in config.items():
+        values[name] = check(name, value) if name in SETTINGS else value
     return values
 
 

@@ -80,7 +80,9 @@ def lane_server(tmp_path, database_url, app, runner):
     customers = seed_customers(app, WAITERS + 1)
     agent_token = runner.invoke(args=["agents", "add", "ann"]).output.strip().split()[-1]
     release_database()
-    env = {"WAITRESS_THREADS": str(WAITERS + 2), "LONGPOLL_MAX_WAITERS": str(WAITERS)}
+    env = {"WAITRESS_THREADS": str(WAITERS + 2), "LONGPOLL_MAX_WAITERS": str(WAITERS),
+           # Pages as large as the stalled client below asks for (the default bounds them).
+           "MAX_POLL_PAGE_BYTES": str(64 * 1024 * 1024)}
     with running_server(tmp_path, database_url, WATCHED_SERVER, env) as server:
         yield server, customers, agent_token
 
@@ -191,7 +193,7 @@ def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
     server, customers, _ = lane_server
     reader, other = customers[0], customers[1]
     chat_id = open_chat(server, reader)
-    big = "\N{GRINNING FACE}" * 10_000  # 12 bytes each in the JSON answer
+    big = "\N{GRINNING FACE}" * 10_000  # 4 bytes each in the JSON answer (UTF-8)
     with requests.Session() as session:
         for _ in range(100):
             body = json.dumps({"data": {"email": reader[0], "chat_id": chat_id, "message": big}},
@@ -208,7 +210,7 @@ def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
     with socket.socket() as stalled:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
-        stalled.sendall(request * 4)  # about 48 MB of answers, none of them read
+        stalled.sendall(request * 8)  # about 32 MB of answers, none of them read
         wait_until(lambda: stepped_out(server), what="the stalled answer to leave the lane")
         other_chat = open_chat(server, other)  # would wait out waitress's 120 s timeout
         assert other_chat.startswith("chat-")

@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import (
 import accounts
 from helpers import sign
 
-ADMIN_TOKEN = "admin-token-for-the-fuzzer"
+ADMIN_TOKEN = "admin-token-for-the-fuzzer-0123456789"
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 
 

@@ -16,7 +16,8 @@ def test_healthz_touches_the_database(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json == {"status": "success", "message": "ok",
-                             "data": {"database": "ok"}, "error": None}
+                             "data": {"database": "ok", "rate_limits": "ok"},
+                             "error": None}
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(tmp_path, make_app):
@@ -38,7 +39,7 @@ def test_python_app_py_serves_the_spec_example(tmp_path):
     with running_server(tmp_path, url) as server:
         log = server.log()
         assert f"database: SQLite file {tmp_path / 'chat.db'}" in log
-        assert "flask --app app users add EMAIL UUID" in log
+        assert ".venv/bin/flask --app app users add EMAIL UUID" in log
 
         added = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "users", "add",
                                 "user@example.com", UUID], cwd=ROOT, capture_output=True,

@@ -1,0 +1,190 @@
+"""`python app.py` on the open internet: where it listens, its server settings, and idle and
+slow clients. (Stopping on SIGTERM: test_shutdown.py.)"""
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from helpers import (
+    ROOT,
+    free_port,
+    live_post,
+    release_database,
+    running_server,
+    seed_customers,
+    wait_until,
+)
+from wire import closed_by_server, connectable, in_thread, open_chat, port_of
+
+
+@contextlib.contextmanager
+def idle_sockets(port, count):
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextlib.contextmanager
+def slowloris(port, count, every):
+    """`count` connections that each send the start of a request head, then one more header
+    line every `every` seconds (from one thread) until the block ends: never a whole head.
+    Yields {socket: when the server closed it}."""
+    closed, stop = {}, threading.Event()
+    with idle_sockets(port, count) as sockets:
+        for sock in sockets:
+            sock.sendall(b"POST /api/client/live/chat HTTP/1.1\r\nHost: test\r\n")
+
+        def dribble():
+            for line in range(1000):  # bounded: 1000 lines outlast any test
+                if stop.wait(every):  # the pace of the attack
+                    return
+                for sock in sockets:
+                    if sock in closed:
+                        continue
+                    try:
+                        if not closed_by_server(sock):
+                            sock.sendall(f"X-Line-{line}: x\r\n".encode())
+                            continue
+                    except OSError:
+                        pass
+                    closed[sock] = time.monotonic()
+
+        thread = threading.Thread(target=dribble)
+        thread.start()
+        try:
+            yield closed
+        finally:
+            stop.set()
+            thread.join(30)
+            assert not thread.is_alive()
+
+
+# --- where it listens ----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("host, everywhere", [("", False), ("0.0.0.0", True)],
+                         ids=["unset", "0.0.0.0"])
+def test_python_app_py_listens_on_loopback_unless_told(tmp_path, database_url, host,
+                                                       everywhere):
+    """127.0.0.2 is this machine too, but not the address 127.0.0.1 listens on."""
+    with running_server(tmp_path, database_url, env={"HOST": host}) as server:
+        port = port_of(server)
+        log = server.log()
+        assert connectable("127.0.0.2", port) is everywhere
+    if everywhere:
+        assert f"INFO waitress: Serving on http://0.0.0.0:{port}" in log
+        assert "only this machine" not in log
+    else:
+        assert f"INFO waitress: Serving on http://127.0.0.1:{port}" in log
+        assert "only this machine can connect: set HOST=0.0.0.0" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value, problem", [
+    ("CONNECTION_LIMIT", "many", "'many' is not a whole number"),
+    ("CONNECTION_LIMIT", "24", "must be at least 25, not 24"),  # 16 threads + 8 waiters + 1
+    ("HEADER_TIMEOUT", "0", "must be at least 1, not 0"),
+    ("HEADER_TIMEOUT", "inf", "'inf' is not a whole number"),
+    ("SHUTDOWN_GRACE_SECONDS", "-1", "must be at least 0, not -1"),
+    ("HOST", "nowhere.invalid", "'nowhere.invalid' is not an address to listen on"),
+    ("HOST", "192.0.2.1", "cannot listen on 192.0.2.1 port {port}: Cannot assign requested "
+                          "address"),  # an address of some other machine
+])
+def test_a_bad_server_setting_stops_python_app_py(tmp_path, name, value, problem):
+    port = free_port()
+    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+                   "HOST": "127.0.0.1", "PORT": str(port), name: value}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"error: setting {name}: {problem.format(port=port)}"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_port_in_use_stops_python_app_py(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+                       "HOST": "127.0.0.1", "PORT": str(port)}
+        result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=environment,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: setting PORT: cannot listen on 127.0.0.1 port {port}: Address already in use")
+    assert "Traceback" not in result.stderr
+
+
+# --- idle and slow clients -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_idle_and_slowloris_sockets_do_not_stop_the_server(tmp_path, database_url, app):
+    """waitress's own limit, 100 connections, is reached by 100 idle sockets: it then stops
+    accepting anyone. The health check and a customer's send must still be answered at once
+    (the issue's figure, a second) while 150 idle and 50 slowloris sockets stay connected."""
+    [customer] = seed_customers(app, 1)
+    release_database()
+    env = {"HEADER_TIMEOUT": "60"}  # the slow heads stay open throughout
+    with running_server(tmp_path, database_url, env=env) as server:
+        chat_id = open_chat(server, customer)
+        port = port_of(server)
+        with idle_sockets(port, 150) as idle, slowloris(port, 50, every=2) as slow_closed:
+            started = time.monotonic()
+            health = requests.get(f"{server.url}/healthz", timeout=10)
+            health_seconds = time.monotonic() - started
+
+            email, token = customer
+            started = time.monotonic()
+            sent = live_post(requests, server.url, "chat", email, token,
+                             {"chat_id": chat_id, "message": "still there?"}, timeout=10)
+            send_seconds = time.monotonic() - started
+
+            # The server answered while holding every one of them, not by dropping them.
+            assert not any(closed_by_server(sock) for sock in idle)
+            assert slow_closed == {}
+    assert health.status_code == 200 and health_seconds < 1
+    assert sent.status_code == 200 and send_seconds < 1, sent.text
+
+
+@pytest.mark.slow
+def test_slow_and_idle_connections_are_closed_but_not_a_long_poll(tmp_path, database_url,
+                                                                  app):
+    """A head dribbled a line at a time is cut HEADER_TIMEOUT after its first byte, and a
+    silent connection CHANNEL_TIMEOUT after it opened; a long-poll waiting longer than both is
+    answered as usual (waitress times out no connection while its request runs)."""
+    [customer] = seed_customers(app, 1)
+    release_database()
+    env = {"HEADER_TIMEOUT": "2", "CHANNEL_TIMEOUT": "3"}
+    with running_server(tmp_path, database_url, env=env) as server:
+        chat_id = open_chat(server, customer)
+        port = port_of(server)
+        email, token = customer
+        poll, started = {}, time.monotonic()
+        poller = in_thread(lambda: live_post(requests, server.url, "messages", email, token,
+                                             {"chat_id": chat_id, "after": 1, "wait": 6},
+                                             timeout=60), poll)
+        try:
+            opened = time.monotonic()
+            with idle_sockets(port, 1) as [idle], slowloris(port, 1, every=0.5) as closed:
+                [closed_at] = wait_until(lambda: list(closed.values()), what="the head's cut")
+                wait_until(lambda: closed_by_server(idle), what="the idle socket's close")
+                idle_closed_at = time.monotonic()
+        finally:
+            poller.join(60)
+        assert not poller.is_alive()
+    assert closed_at - opened >= 2 and idle_closed_at - opened >= 3
+    assert poll["value"].status_code == 200, poll
+    assert poll["value"].json()["data"]["messages"] == [] and poll["ended"] - started >= 5.9
