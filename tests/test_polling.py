@@ -1,13 +1,11 @@
 """Polling for messages: a gap-free forward cursor, and long-polls that wake promptly."""
-import contextlib
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import lane
 from helpers import assert_error, new_customer, wait_until
+from waiting_polls import record_waiting
 
 WAIT = 20  # seconds a poll may wait here; a woken poll answers well before that
 
@@ -63,17 +61,7 @@ def test_poll_of_another_users_chat_is_not_found(make_customer):
 @pytest.fixture
 def waiting(monkeypatch):
     """The threads whose long-poll has stepped out of the request lane to wait, so far."""
-    threads = []
-    step_out = lane.request_lane.paused
-
-    @contextlib.contextmanager
-    def watched():
-        threads.append(threading.get_ident())
-        with step_out():
-            yield
-
-    monkeypatch.setattr(lane.request_lane, "paused", watched)
-    return threads
+    return record_waiting(monkeypatch)
 
 
 def test_long_poll_wakes_on_a_new_message(customer, agent, waiting):
