@@ -9,12 +9,12 @@ from helpers import ROOT, running_server
 
 
 def walk_through_commands(port):
-    """Every `sh` block from "Try the spec's example requests" to the customer closing the chat,
-    in README order, aimed at the test's server."""
+    """Every `sh` block from "Try the spec's example requests" to the retry with an
+    Idempotency-Key, in README order, aimed at the test's server."""
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
         text = readme.read()
     start = text.index("### Try the spec's example requests")
-    end = text.index("### Retries: `Idempotency-Key`")
+    end = text.index("### Long-polling and threads")
     blocks = re.findall(r"```sh\n(.*?)```", text[start:end], re.S)
     return "\n".join(blocks).replace("localhost:8080", f"127.0.0.1:{port}")
 
@@ -32,4 +32,10 @@ def test_the_examples_run_in_order(tmp_path, database_url):
     assert all('"status":"success"' in answer for answer in answers), result.stdout
     assert '"message":"Live chat session created successfully."' in answers[0]
     assert '"seq":3,"sender":"agent","message":"Which app version do you use?"' in result.stdout
-    assert answers[-1].startswith('{"status":"success","message":"Chat closed."')
+    closed = [answer for answer in answers if '"message":"Chat closed."' in answer]
+    assert closed and '"status":"closed"' in closed[-1]
+    # The retried create: the same answer twice, the second marked as a replay.
+    retried = answers[-2:]
+    assert retried[0] == retried[1]
+    assert '"message":"Live chat session created successfully."' in retried[0]
+    assert re.search(r"^Idempotent-Replayed: true\r?$", result.stdout, re.M | re.I)
