@@ -27,6 +27,7 @@ import migrations
 import models
 import ratelimits
 import settings
+from dbtrouble import database_trouble, describe_failure
 from envelope import success
 from errors import ONE_LINE_PER_RECORD, printable, register_error_handlers
 from ratelimits import setup_limits
@@ -228,8 +229,11 @@ def start_serving_before_first_request(app):
             return
         try:
             start_serving(app)
-        except Exception:
-            app.logger.error("start-up failed; the next request tries again")
+        except Exception as error:
+            # Once a minute, not on every request while the database is down.
+            database_trouble.log.once_a_minute(
+                app.logger, logging.ERROR,
+                f"start-up failed; the next request tries again: {describe_failure(error)}")
             raise
 
 
@@ -241,6 +245,7 @@ def start_serving(app):
         if state["started"]:
             return
         models.create_database_folder()
+        warn_if_database_file_is_open(app)
         start, end = migrations.upgrade()
         if start != end:
             app.logger.info("database schema upgraded from version %s to %s", start, end)
@@ -251,6 +256,17 @@ def start_serving(app):
                 "no user yet: add one with  .venv/bin/flask --app app users add EMAIL UUID")
         models.database.close()
         state["started"] = True
+
+
+def warn_if_database_file_is_open(app):
+    """An existing SQLite file keeps the mode its operator gave it (and SQLite gives its -wal
+    and -shm files the same): say so at start when others than this user may read it."""
+    mode = models.sqlite_file_mode_too_open()
+    if mode is not None:
+        app.logger.warning(
+            "the SQLite file %s has mode %04o: users other than this one may read it, and it "
+            "holds the uuids that sign requests: chmod 600 it (its -wal and -shm files follow "
+            "its mode)", models.sqlite_path(), mode)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import dataclasses
 import datetime
+import json
 import threading
 from typing import NamedTuple
 
@@ -243,24 +244,37 @@ def mark_read(chat, side, seq):
 
 def messages_after(chat_id, after, limit, max_bytes=None):
     """(message rows with seq > after in order, has_more): at most `limit` messages, and no
-    more than `max_bytes` of text (`text_bytes`), except that a page always holds the first
-    one. A page cut short ends before the message that would cross the bound, so a reader that
-    goes on after its last seq still sees every message once."""
+    more than `max_bytes` of them as sent (`sent_bytes`), except that a page always holds the
+    first one. A page cut short ends before the message that would cross the bound, so a
+    reader that goes on after its last seq still sees every message once."""
     rows = queries.MESSAGES_AFTER.all(chat_id, after, limit + 1)
     count = min(len(rows), limit)
     if max_bytes is not None:
         size = 0
         for index, row in enumerate(rows[:count]):
-            size += text_bytes(row)
+            size += sent_bytes(row)
             if size > max_bytes and index > 0:
                 count = index
                 break
     return rows[:count], len(rows) > count
 
 
-def text_bytes(row):
-    """The size a message's text takes in an answer, as UTF-8 (10,000 emoji are 40 KB)."""
-    return len(row.body.encode("utf-8")) + len((row.image_url or "").encode("utf-8"))
+# A message object's keys, punctuation, seq, sender and timestamp in an answer (answers.py),
+# as JSON, with room to spare: about 150 bytes.
+MESSAGE_OVERHEAD_BYTES = 200
+
+
+def sent_bytes(row):
+    """About the size a message takes in an answer's JSON: its strings as sent, in UTF-8 and
+    escaped (a control character is 6 bytes, "\\u0001"; a quote 2), and the rest of the object
+    (`MESSAGE_OVERHEAD_BYTES`). 10,000 emoji are 40 KB; 10,000 U+0001 are 60 KB."""
+    strings = (row.public_id, row.body, row.image_url, row.agent_name, row.agent_display_name)
+    return MESSAGE_OVERHEAD_BYTES + sum(json_bytes(value) for value in strings)
+
+
+def json_bytes(value):
+    """The bytes of `value` in JSON as envelope.py writes it (UTF-8, not \\u-escaped)."""
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def current_status(chat_id):

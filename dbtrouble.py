@@ -75,6 +75,16 @@ def lost_connection(error):
     return False
 
 
+def describe_failure(error):
+    """`error` in one line for the log: the database's root cause, or what the system said
+    (a folder that cannot be made, say), or the exception's own message."""
+    if isinstance(error, (peewee.PeeweeException, sqlite3.Error)):
+        return str(root_cause(error)) or type(error).__name__
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return str(error) or type(error).__name__
+
+
 class WritesFailing(peewee.OperationalError):
     """Requests failed on the database a moment ago and no write has succeeded since."""
 

@@ -15,8 +15,8 @@ the poll comes back in ahead of new requests. So the threads are still needed, f
 the lane wherever it runs (the Flask test client, `flask run`, another WSGI server). PostgreSQL
 requests wait on the network, so there they run side by side and the lane does nothing.
 
-`Connection`, waitress's connection on both backends, also cuts slow clients (a request head
-must arrive within a deadline) and closes idle connections once the server is draining.
+`Connection`, waitress's connection on both backends, also cuts slow clients (a request, head
+and body, must arrive within deadlines) and closes idle connections once the server is draining.
 """
 import contextlib
 import threading
@@ -172,10 +172,13 @@ class Connection(HTTPChannel):
 
     - It steps out of the lane while it waits for a client to take its output (past
       `outbuf_high_watermark`): one client that stops reading must not stop the server.
-    - A request head must be complete within `server.header_timeout` seconds of its first byte
-      (counted while no earlier request of the connection runs), or the connection is closed.
-      waitress's own `channel_timeout` is measured from the last byte received, so a client
-      sending one header line every few seconds (slowloris) would hold its connection forever.
+    - A request must arrive within deadlines counted from its first byte (received while no
+      earlier request of the connection runs): its head within `server.header_timeout` seconds
+      and the whole of it, body included, within `server.request_timeout`; else the connection
+      is closed. waitress's own `channel_timeout` is measured from the last byte received, so a
+      client sending one header line or one body byte every few seconds (slowloris, slow body)
+      would hold its connection forever. Blank lines before a request, which waitress discards,
+      do not restart the clock: only a request received whole, and then answered, stops it.
     - Once the server drains (`server.draining`, see serve.py), answers carry
       `Connection: close` and a connection with nothing in flight is closed.
 
@@ -183,7 +186,13 @@ class Connection(HTTPChannel):
     second, `asyncore_loop_timeout`), in the loop's thread: the checks live there.
     """
 
-    head_started = None  # when the head of the request being received began to arrive
+    receiving_since = None  # when the first byte of the request being received arrived
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # `received` runs in the loop's thread, the end of `service` in a worker's: the clock
+        # changes under this lock, taken before (never inside) waitress's `requests_lock`.
+        self.clock_lock = threading.Lock()
 
     def _flush_outbufs_below_high_watermark(self):
         if self.total_outbufs_len > self.adj.outbuf_high_watermark:
@@ -193,38 +202,43 @@ class Connection(HTTPChannel):
             super()._flush_outbufs_below_high_watermark()
 
     def received(self, data):
-        if self.request is None:
-            self.head_started = time.time()
-        try:
+        with self.clock_lock:
+            if data and self.receiving_since is None:
+                self.receiving_since = time.time()
             return super().received(data)
-        finally:
-            if self.request is None or self.request.headers_finished:
-                self.head_started = None
 
     def service(self):
         if self.server.draining:
             self.requests[0].headers["CONNECTION"] = "close"  # waitress then says so, and closes
         super().service()
-        if self.head_started is not None:
-            # The next request's head came in behind this one: its clock starts now.
-            self.head_started = time.time()
+        with self.clock_lock:
+            # A request is answered. The next one's clock starts now if it has begun to come in
+            # behind this one, else at its first byte.
+            self.receiving_since = time.time() if self.request is not None else None
 
     def in_flight(self):
         """A request is being received, queued or served, or its answer is still being sent."""
         return bool(self.request is not None or self.requests or self.total_outbufs_len)
 
-    def head_overdue(self):
-        return self.head_started is not None \
-            and time.time() - self.head_started > self.server.header_timeout
+    def request_overdue(self):
+        """Checked only while no request of the connection is queued or running."""
+        started = self.receiving_since
+        if started is None:
+            return False
+        elapsed = time.time() - started
+        request = self.request
+        head_done = request is not None and request.headers_finished
+        return elapsed > self.server.request_timeout \
+            or not head_done and elapsed > self.server.header_timeout
 
     def readable(self):
         if not self.requests and (self.server.draining and not self.in_flight()
-                                  or self.head_overdue()):
+                                  or self.request_overdue()):
             self.will_close = True  # `writable` is then true, and waitress closes it
         return super().readable()
 
 
-def create_server(app, header_timeout, **settings):
+def create_server(app, header_timeout, request_timeout, **settings):
     """`waitress.server.create_server` with `Connection`s, and on SQLite the lane's dispatcher.
     (waitress 3 takes a dispatcher through its `_dispatcher` argument.)
 
@@ -239,6 +253,7 @@ def create_server(app, header_timeout, **settings):
     for listener in listeners(sockets):
         listener.channel_class = Connection
         listener.header_timeout = header_timeout
+        listener.request_timeout = request_timeout
         listener.draining = False
     server.socket_map = sockets
     return server

@@ -6,10 +6,12 @@ takes its lock. Hand-written SQL lives in `queries.py`.
 """
 import contextlib
 import datetime
+import errno
 import logging
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 from urllib.parse import urlsplit
 
@@ -268,9 +270,25 @@ def create_database_folder():
     path = sqlite_path()
     if path is None:
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def sqlite_file_mode_too_open():
+    """The SQLite file's permission bits when its group or others may use it, else None."""
+    path = sqlite_path()
+    if path is None:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(status.st_mode)
+    return mode if stat.S_ISREG(status.st_mode) and mode & 0o077 else None
 
 
 def describe_database():

@@ -215,9 +215,10 @@ ERRORS = {
     "500": ("unexpected error", None),
     "503": ("database unavailable", RETRY_AFTER),
 }
-# Whatever the operation: another method on its URL, the failed-authentication limit (which
-# counts every request from an address), the header limit, a bug, the database.
-EVERY_OPERATION_ERRORS = {"405", "429", "431", "500", "503"}
+# Whatever the operation: another method on its URL, the header limit, a bug, the database.
+# (429 only where credentials are asked: the failed-authentication limit and the per-caller
+# limits; /healthz and this document are never rate limited.)
+EVERY_OPERATION_ERRORS = {"405", "431", "500", "503"}
 
 
 # Customer reads are POSTs too (the spec's envelope carries the email): they change nothing.
@@ -228,7 +229,7 @@ def error_codes(path, method, security, body, query, extras):
     """The error statuses an operation can answer."""
     codes = set(EVERY_OPERATION_ERRORS)
     if security:
-        codes.add("401")
+        codes |= {"401", "429"}
     if body or query:
         codes.add("400")
     if body:

@@ -25,7 +25,10 @@ import time
 from flask import current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits.storage import MemoryStorage
 from werkzeug.exceptions import RequestHeaderFieldsTooLarge
+
+import settings
 
 limiter = Limiter(key_func=get_remote_address, in_memory_fallback_enabled=True)
 
@@ -102,11 +105,30 @@ def storage_status():
     it answers again) or "off" (RATELIMIT_ENABLED is false)."""
     if not current_app.config["RATELIMIT_ENABLED"]:
         return "off"
-    return "ok" if limiter.limiter.storage is limiter.storage else "memory fallback"
+    if limiter.limiter.storage is not limiter.storage:
+        return "memory fallback"
+    # flask-limiter finds the store down only when a limited request touches it: ask it (a
+    # ping for Redis; nothing to ask for this process's own memory).
+    if isinstance(limiter.storage, MemoryStorage) or storage_answers(limiter.storage):
+        return "ok"
+    return "memory fallback"
+
+
+def storage_answers(storage):
+    try:
+        return bool(storage.check())
+    except Exception:  # a store that fails to answer is down, whatever the error
+        return False
 
 
 def setup_limits(app):
-    limiter.init_app(app)
+    try:
+        limiter.init_app(app)
+    except Exception as error:
+        # The store cannot even be made (settings.py checks what it can before): one line and
+        # status 2, as for any bad setting, instead of a traceback.
+        uri = app.config["RATELIMIT_STORAGE_URI"]
+        settings.refuse("RATELIMIT_STORAGE_URI", f"cannot be used: {settings.one_line(error, uri)}")
     # The limiter is one per process (the decorators above are made at import), and tests make
     # many apps: each new one starts on its own store, presumed reachable.
     limiter._storage_dead = False

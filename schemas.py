@@ -66,6 +66,27 @@ class StrictFloat(fields.Float):
         return super()._validated(value)
 
 
+class QueryInteger(fields.Integer):
+    """A whole number from a query string: ASCII digits only ("5", "-5"). `int()` alone also
+    takes other scripts' digits, fullwidth ones ("\uff11") and underscores ("1_0")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and not re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class QueryFloat(fields.Float):
+    """A number from a query string: ASCII digits, an optional decimal part and exponent
+    ("2", "0.5", ".5", "1e1"); `float()` alone also reads other scripts' digits."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and not re.fullmatch(
+                r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", value, re.ASCII):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def no_look_alikes(value):
     """marshmallow's Email takes any character from U+00A1 on as a letter. Refused here: what
     only looks like an address someone else has, since it would be a second, confusable user
@@ -151,17 +172,22 @@ MAX_WAIT_SECONDS = 25
 MAX_CURSOR_LENGTH = 200
 
 
+def integer_field(strict):
+    """JSON bodies take integers only (`strict`); query strings take ASCII digits."""
+    return fields.Integer if strict else QueryInteger
+
+
 def after_field(strict=True):
-    return fields.Integer(strict=strict, load_default=0, validate=validate.Range(0, MAX_SEQ))
+    return integer_field(strict)(strict=strict, load_default=0, validate=validate.Range(0, MAX_SEQ))
 
 
 def limit_field(default, strict=True):
-    return fields.Integer(strict=strict, load_default=default,
+    return integer_field(strict)(strict=strict, load_default=default,
                           validate=validate.Range(1, MAX_PAGE_SIZE))
 
 
 def seq_field(strict=True):
-    return fields.Integer(strict=strict, required=True, validate=validate.Range(0, MAX_SEQ))
+    return integer_field(strict)(strict=strict, required=True, validate=validate.Range(0, MAX_SEQ))
 
 
 def wait_field(float_field=StrictFloat):
@@ -211,7 +237,7 @@ class AgentChatsQuery(StrictSchema):
 class AgentMessagesQuery(StrictSchema):
     after = after_field(strict=False)
     limit = limit_field(DEFAULT_MESSAGE_PAGE, strict=False)
-    wait = wait_field(fields.Float)
+    wait = wait_field(QueryFloat)
 
 
 class AgentReplySchema(StrictSchema):

@@ -1,8 +1,15 @@
 """`python app.py`: the service on waitress, as production runs it.
 
 Settings of the server itself are read here (HOST, PORT, WAITRESS_THREADS, TRUSTED_PROXY,
-CONNECTION_LIMIT, CHANNEL_TIMEOUT, HEADER_TIMEOUT, SHUTDOWN_GRACE_SECONDS); the app's own are in
-settings.py.
+CONNECTION_LIMIT, CHANNEL_TIMEOUT, HEADER_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_GRACE_SECONDS); the
+app's own are in settings.py.
+
+A client must send each request within deadlines counted from the request's first byte (received
+while no earlier request of its connection runs): the head (request line and headers) within
+HEADER_TIMEOUT seconds (default 10), and the whole request, body included, within REQUEST_TIMEOUT
+seconds (default 30; 1 to 3,600). A connection still sending one after that is closed: otherwise a
+client dribbling a header line, a body byte or a blank line every few seconds would keep its
+connection forever, since CHANNEL_TIMEOUT counts only silence.
 
 On SIGTERM the server stops accepting connections, lets the requests in flight finish for up to
 SHUTDOWN_GRACE_SECONDS, and exits 0.
@@ -11,15 +18,20 @@ import errno
 import logging
 import os
 import signal
+import sqlite3
+import sys
 import threading
 import time
 
+import peewee
 from waitress import wasyncore
 
 import lane
 import longpoll
+import migrations
 import models
 from app import configure_logging, create_app, start_serving
+from dbtrouble import describe_failure
 from settings import Invalid, integer, refuse
 
 logger = logging.getLogger("supportzen.server")
@@ -32,8 +44,8 @@ def main():
     app = create_app()
     options = server_settings(os.environ, app.config["LONGPOLL_MAX_WAITERS"])
     allow_open_files(options["waitress"]["connection_limit"])
-    start_serving(app)
     try:
+        start_with_database(app)
         server = listen(app, options)
         serve_until_terminated(server, options["shutdown_grace"])
     except KeyboardInterrupt:
@@ -42,12 +54,29 @@ def main():
         models.background_checkpoints.stop()
 
 
+# What stops start-up because of the database rather than a bug: the driver's errors, the
+# file system's (a folder that cannot be made), a schema from a later release.
+DATABASE_FAILURES = (peewee.PeeweeException, sqlite3.Error, OSError, migrations.SchemaTooNew)
+
+
+def start_with_database(app):
+    """`start_serving`; a database it cannot use stops the service with one line saying which
+    and why, exit status 1, no traceback."""
+    try:
+        start_serving(app)
+    except DATABASE_FAILURES as error:
+        print(f"error: cannot use the database ({models.describe_database()}): "
+              f"{describe_failure(error)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
 def listen(app, options):
     """The server, listening, and a line in the log saying where; an address or port it
     cannot listen on stops the service like any bad setting."""
     host, port = options["waitress"]["host"], options["waitress"]["port"]
     try:
-        server = lane.create_server(app, options["header_timeout"], **options["waitress"])
+        server = lane.create_server(app, options["header_timeout"], options["request_timeout"],
+                                    **options["waitress"])
     except ValueError:  # waitress found no such address
         refuse("HOST", f"{host!r} is not an address to listen on")
     except OSError as error:
@@ -109,6 +138,7 @@ def server_settings(environ, longpoll_waiters):
                         clear_untrusted_proxy_headers=True)
     return {"waitress": waitress,
             "header_timeout": read(environ, "HEADER_TIMEOUT", 10, integer(1, 3600)),
+            "request_timeout": read(environ, "REQUEST_TIMEOUT", 30, integer(1, 3600)),
             "shutdown_grace": read(environ, "SHUTDOWN_GRACE_SECONDS", 10, integer(0, 3600))}
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import limits
 import limits.storage
+import limits.util
 
 
 class SettingError(ValueError):
@@ -43,9 +44,15 @@ def shown(value, limit=60):
 # --- the rules: each takes the environment's text or a Python value from `config`, and
 # answers the value the app uses, or raises Invalid ----------------------------------------
 
+# Numbers in the environment are plain ASCII: Python's int() and float() also take other
+# scripts' digits ("١٢"), fullwidth ones and underscores ("1_0"), which no operator means.
+INTEGER_TEXT = re.compile(r"[ \t]*[+-]?[0-9]+[ \t]*", re.ASCII)
+NUMBER_TEXT = re.compile(r"[ \t]*[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?[ \t]*", re.ASCII)
+
+
 def integer(minimum, maximum=None):
     def rule(value):
-        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        if isinstance(value, str) and INTEGER_TEXT.fullmatch(value):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"{shown(value)} is not a whole number")
@@ -58,21 +65,22 @@ def integer(minimum, maximum=None):
     return rule
 
 
-def number(above, maximum):
-    """A finite number greater than `above`, at most `maximum`."""
+def number(above, maximum, minimum=None):
+    """A finite number greater than `above`, at least `minimum` (when given), at most
+    `maximum`. As text: ASCII digits with an optional decimal part and exponent ("24", "0.5",
+    "1e3")."""
 
     def rule(given):
         value = given
         if isinstance(given, str):
-            try:
-                value = float(given)
-            except ValueError:
-                value = None
+            value = float(given) if NUMBER_TEXT.fullmatch(given) else None
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or not math.isfinite(value):
             raise Invalid(f"{shown(given)} is not a number")
         if not above < value <= maximum:
             raise Invalid(f"must be more than {above} and at most {maximum}, not {value}")
+        if minimum is not None and value < minimum:
+            raise Invalid(f"must be at least {minimum:.6g}, not {value:.6g}")
         return value
 
     return rule
@@ -112,12 +120,21 @@ def one_of(*choices):
 def rate_limit(value):
     """A limit as flask-limiter reads it: "20 per minute", "20/minute; 500/day"."""
     try:
-        parsed = limits.parse_many(text(value))
+        if not text(value).isascii():  # int() would read other scripts' digits
+            raise ValueError(value)
+        parsed = limits.parse_many(value)
     except ValueError:
         raise Invalid(f"{shown(value)} is not a rate limit such as '20 per minute'") from None
     if any(limit.amount < 1 for limit in parsed):
         raise Invalid("a limit of 0 refuses every request; set RATELIMIT_ENABLED=false "
                       "to turn the limits off")
+    # `limits` reads "1 per 0 minute" as "1 per minute": a window of 0 is a typo to refuse.
+    for part in limits.util.SEPARATORS.split(value):
+        match = limits.util.SINGLE_EXPR.match(part)
+        multiples = match and match.group(3)
+        if multiples and int(multiples) == 0:
+            raise Invalid(f"{shown(part.strip())} has a window of 0; "
+                          "use one such as '20 per minute'")
     return value
 
 
@@ -133,7 +150,42 @@ def storage_uri(value):
     packages = list(getattr(storage, "DEPENDENCIES", []))
     if packages and not any(importlib.util.find_spec(package) for package in packages):
         raise Invalid(f"{scheme}:// needs the Python package {' or '.join(packages)}")
+    if scheme != "memory" and "unix" not in scheme:
+        check_hosts(value)
+    if scheme.startswith("redis") and "cluster" not in scheme:
+        # Made as flask-limiter will make it (no connection yet: a cluster's would connect,
+        # so it is left to start, where `ratelimits.setup_limits` refuses what fails).
+        try:
+            limits.storage.storage_from_string(value)
+        except Exception as error:  # any failure is the value's
+            raise Invalid(f"cannot be used: {one_line(error, value)}") from None
     return value
+
+
+def check_hosts(uri):
+    """Every host[:port] of a storage URI (sentinel and cluster URIs list several, by commas)
+    names a host and, if any, a port from 1 to 65535."""
+    netloc = urlsplit(uri).netloc.rpartition("@")[2]
+    for place in netloc.split(","):
+        parts = urlsplit(f"//{place}")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if not parts.hostname:
+            raise Invalid("needs a host, such as redis://127.0.0.1:6379/0")
+        if port == 0:
+            raise Invalid("the port is not a number from 1 to 65535")
+
+
+def one_line(error, uri):
+    """An exception's message on one line (quoted, shortened); only its type when the message
+    holds the URI's password."""
+    message = str(error)
+    secret = urlsplit(uri).password
+    if not message or (secret and secret in message):
+        return type(error).__name__
+    return shown(message, 120)
 
 
 def database_url(value):
@@ -145,6 +197,8 @@ def database_url(value):
     if parts.scheme == "sqlite":
         if parts.path in ("", "/"):
             raise Invalid("a sqlite:/// URL needs a file path, e.g. sqlite:////var/lib/x.db")
+        if "?" in value or "#" in value:
+            raise Invalid("a sqlite:/// URL takes no parameters (?...) nor fragment (#...)")
         return value
     if parts.scheme in ("postgres", "postgresql"):
         try:
@@ -202,7 +256,7 @@ SETTINGS = {
     "LONGPOLL_MAX_WAITERS": (8, integer(0, 10_000)),
     "LONGPOLL_MAX_WAITERS_PER_CUSTOMER": (2, integer(0, 10_000)),
     "MAX_POLL_PAGE_BYTES": (256 * 1024, integer(1024, 64 * 1024 * 1024)),
-    "IDEMPOTENCY_KEY_HOURS": (24, number(0, 24 * 365 * 10)),
+    "IDEMPOTENCY_KEY_HOURS": (24, number(0, 24 * 365 * 10, minimum=1 / 3600)),  # 1 s up
     "MAX_OPEN_CHATS": (20, integer(1, 1_000_000)),
     # Waitress refuses headers past 64 KiB itself (in plain text): above that, this is moot.
     "MAX_HEADER_BYTES": (8 * 1024, integer(1024, 64 * 1024)),

@@ -290,14 +290,72 @@ def test_a_page_holds_at_least_one_message(make_app):
 
 
 def test_ascii_pages_hold_more_than_emoji_pages(make_app):
-    """The bound is in UTF-8 bytes: a character takes what it takes."""
+    """The bound is in UTF-8 bytes as sent: a character takes what it takes. (9,500 bytes of
+    text: each message object also takes its keys, ids and timestamp, about 200 bytes.)"""
     app = make_app(MAX_POLL_PAGE_BYTES=100_000, MAX_CONTENT_LENGTH=ROOMY_BODIES)
     customer = new_customer(app)
-    chat_id = customer.create("a" * 10_000)
+    chat_id = customer.create("a" * 9_500)
     for _ in range(11):
-        customer.send(chat_id, "a" * 10_000)
+        customer.send(chat_id, "a" * 9_500)
     page = customer.poll(chat_id, limit=100).json["data"]
     assert len(page["messages"]) == 10 and page["has_more"] is True
+
+
+# What JSON escapes takes more room than the text: a control character is 6 bytes ("\u0001"),
+# a quote or backslash 2.
+ESCAPED_BODIES = ["\x01" * 10_000, '"' * 10_000, "\\" * 10_000, "\x1f\"\n" * 3_000, "small"]
+PAGE_MARGIN = 1024  # the page's own envelope and one message object's keys and ids
+
+
+@pytest.mark.parametrize("side", ["customer", "agent"])
+def test_a_page_is_bounded_by_its_bytes_as_sent_even_when_escaped(make_app, side):
+    app = make_app(MAX_POLL_PAGE_BYTES=100_000, MAX_CONTENT_LENGTH=ROOMY_BODIES)
+    customer = new_customer(app)
+    agent = new_agent(app, "alice")
+    bodies = ESCAPED_BODIES * 4
+    chat_id = customer.create(bodies[0])
+    for index, body in enumerate(bodies[1:]):
+        sent = agent.reply(chat_id, body) if index % 2 else customer.send(chat_id, body)
+        assert sent.status_code == 200, sent.get_data(as_text=True)
+
+    sizes = []
+
+    def poll(**params):
+        if side == "customer":
+            response = customer.poll(chat_id, **params)
+        else:
+            response = agent.get(f"/chats/{chat_id}/messages", **params)
+        assert response.status_code == 200
+        sizes.append(len(response.get_data()))
+        return response.json["data"]
+
+    pages = follow(poll)
+    assert [m["message"] for page in pages for m in page["messages"]] == bodies
+    assert [m["seq"] for page in pages for m in page["messages"]] == \
+        list(range(1, len(bodies) + 1))
+    assert len(pages) > 3  # the escaped text was counted: 60 KB of \u0001 per message
+    assert max(sizes) <= 100_000 + PAGE_MARGIN, sizes
+
+
+def test_sixty_pages_of_control_characters_stay_within_the_default_bound(make_app):
+    """The finding: 60 messages of 10,000 U+0001 made a 1,045,702-byte page against
+    MAX_POLL_PAGE_BYTES=262144."""
+    app = make_app(MAX_CONTENT_LENGTH=ROOMY_BODIES)
+    bound = app.config["MAX_POLL_PAGE_BYTES"]
+    customer = new_customer(app)
+    chat_id = customer.create("\x01" * 10_000)
+    for _ in range(59):
+        assert customer.send(chat_id, "\x01" * 10_000).status_code == 200
+    sizes = []
+
+    def poll(**params):
+        response = customer.poll(chat_id, **params)
+        sizes.append(len(response.get_data()))
+        return response.json["data"]
+
+    pages = follow(poll)
+    assert [m["seq"] for page in pages for m in page["messages"]] == list(range(1, 61))
+    assert max(sizes) <= bound + PAGE_MARGIN, sizes
 
 
 # --- a rate-limit store that is down ------------------------------------------------------
@@ -310,6 +368,28 @@ def test_storage_status_reports_ok_and_off(make_app):
         assert ratelimits.storage_status() == "ok"
     with make_app(RATELIMIT_ENABLED=False).app_context():
         assert ratelimits.storage_status() == "off"
+
+
+def test_storage_status_asks_the_store_before_any_limited_request(make_app):
+    """/healthz tells the store is down before a limited request has found it so."""
+    app = make_app(RATELIMIT_STORAGE_URI=NOTHING_LISTENS)
+    client = app.test_client()
+    with app.app_context():
+        assert ratelimits.storage_status() == "memory fallback"
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json["data"] == {"database": "ok", "rate_limits": "memory fallback"}
+
+
+def test_storage_status_does_not_ping_the_memory_store(make_app, monkeypatch):
+    app = make_app()
+
+    def no_ping():
+        raise AssertionError("the memory store was asked")
+
+    monkeypatch.setattr(ratelimits.limiter.storage, "check", no_ping)
+    with app.app_context():
+        assert ratelimits.storage_status() == "ok"
 
 
 def test_an_unreachable_store_falls_back_to_counting_in_memory(make_app, caplog):

@@ -231,3 +231,50 @@ def test_healthz_is_200_as_soon_as_a_lost_database_is_back(tmp_path, make_app, c
     shutil.move(tmp_path / "elsewhere", folder)
     assert customer.client.get("/healthz").status_code == 200
     assert customer.send(chat_id).status_code == 200
+
+
+def unusable_database_urls(tmp_path):
+    in_a_file = tmp_path / "file.txt"
+    in_a_file.write_text("not a folder")
+    too_new = tmp_path / "new.db"
+    with sqlite3.connect(too_new) as connection:
+        connection.execute("CREATE TABLE schema_version (id INTEGER PRIMARY KEY, "
+                           "version INTEGER, applied_at TEXT)")
+        connection.execute("INSERT INTO schema_version (version) VALUES (99)")
+    connection.close()
+    return {"folder is a file": (f"sqlite:///{in_a_file / 'chat.db'}",
+                                 f"SQLite file {in_a_file / 'chat.db'}): Not a directory: "
+                                 f"{in_a_file}"),
+            "schema too new": (f"sqlite:///{too_new}",
+                               f"SQLite file {too_new}): the database schema is at version 99")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["folder is a file", "schema too new"])
+def test_python_app_py_on_an_unusable_database_says_so_in_one_line(tmp_path, case):
+    import subprocess
+    import sys
+
+    from helpers import ROOT, free_port
+    url, said = unusable_database_urls(tmp_path)[case]
+    environment = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1",
+                   "PORT": str(free_port())}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: cannot use the database ({said}"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_start_up_failing_on_each_request_is_logged_once_a_minute(tmp_path, caplog):
+    from app import create_app
+    url, _ = unusable_database_urls(tmp_path)["folder is a file"]
+    client = create_app({"TESTING": True, "DATABASE_URL": url}).test_client()
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            assert client.get("/healthz").status_code >= 500
+    lines = [record.getMessage() for record in caplog.records
+             if record.getMessage().startswith("start-up failed")]
+    assert lines == ["start-up failed; the next request tries again: Not a directory: "
+                     f"{tmp_path / 'file.txt'}"]

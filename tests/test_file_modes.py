@@ -1,6 +1,7 @@
 """The SQLite database and its -wal and -shm files are readable by the service's user only:
 they hold the uuids that sign requests."""
 import contextlib
+import logging
 import os
 import stat
 
@@ -48,3 +49,23 @@ def test_an_existing_file_keeps_its_mode(tmp_path, make_app):
     make_app(DATABASE_URL=f"sqlite:///{path}")
     assert mode(path) == 0o640
 
+
+
+def test_an_existing_file_open_to_others_is_warned_about_once(tmp_path, make_app, caplog):
+    path = tmp_path / "chat.db"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING):
+        client = make_app(DATABASE_URL=f"sqlite:///{path}").test_client()
+        assert client.get("/healthz").status_code == 200
+    warnings = [record.getMessage() for record in caplog.records
+                if record.levelno == logging.WARNING and "chmod 600" in record.getMessage()]
+    assert len(warnings) == 1
+    assert f"SQLite file {path} has mode 0644" in warnings[0]
+    assert mode(path) == 0o644  # the operator's file is not changed behind their back
+
+
+def test_a_private_file_is_not_warned_about(tmp_path, make_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'chat.db'}")
+    assert not [record for record in caplog.records if "chmod 600" in record.getMessage()]

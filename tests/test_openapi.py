@@ -100,3 +100,16 @@ def test_document_covers_the_whole_api(client):
     create = document["paths"]["/api/client/live/create"]["post"]
     assert create["security"] == [{"customerHmac": []}]
     assert any(p["name"] == "Idempotency-Key" for p in create["parameters"])
+
+
+def test_only_limited_operations_document_429(client):
+    """/healthz (and this document, which is not in it) are never rate limited; every operation
+    that takes credentials can be (its caller's limit, or failed authentications)."""
+    document = client.get("/api/openapi.json").json
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            limited = "security" in op
+            assert ("429" in op["responses"]) == limited, (path, method)
+            if limited:
+                assert "Retry-After" in op["responses"]["429"]["headers"]
+    assert "429" not in document["paths"]["/healthz"]["get"]["responses"]

@@ -1,6 +1,7 @@
 """`python app.py` on the open internet: where it listens, its server settings, and idle and
 slow clients. (Stopping on SIGTERM: test_shutdown.py.)"""
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -188,3 +189,81 @@ def test_slow_and_idle_connections_are_closed_but_not_a_long_poll(tmp_path, data
     assert closed_at - opened >= 2 and idle_closed_at - opened >= 3
     assert poll["value"].status_code == 200, poll
     assert poll["value"].json()["data"]["messages"] == [] and poll["ended"] - started >= 5.9
+
+
+@contextlib.contextmanager
+def dribbling(port, first, then, every):
+    """One connection that sends `first`, then `then` every `every` seconds (from a thread)
+    until the server closes it or the block ends. Yields {"closed": when the server closed it}
+    once it is known."""
+    state, stop = {}, threading.Event()
+    with idle_sockets(port, 1) as [sock]:
+        sock.sendall(first)
+
+        def dribble():
+            for _ in range(1000):  # bounded: 1000 sends outlast any test
+                if stop.wait(every):
+                    return
+                try:
+                    if not closed_by_server(sock):
+                        sock.sendall(then)
+                        continue
+                except OSError:
+                    pass
+                state["closed"] = time.monotonic()
+                return
+
+        thread = threading.Thread(target=dribble)
+        thread.start()
+        try:
+            yield state
+        finally:
+            stop.set()
+            thread.join(30)
+            assert not thread.is_alive()
+
+
+@pytest.mark.slow
+def test_a_slow_body_and_blank_lines_are_cut_but_not_a_big_body_or_a_long_poll(
+        tmp_path, database_url, app):
+    """A request must arrive whole within REQUEST_TIMEOUT of its first byte, body included: a
+    body dribbled a byte at a time (each byte resets CHANNEL_TIMEOUT) is cut. Blank lines before
+    a request (waitress discards them) are a head that never ends: cut HEADER_TIMEOUT after the
+    first. A big body sent at full speed, and a long-poll waiting longer than every deadline,
+    are answered as usual."""
+    customer, sender = seed_customers(app, 2)
+    release_database()
+    env = {"HEADER_TIMEOUT": "2", "REQUEST_TIMEOUT": "4", "CHANNEL_TIMEOUT": "3",
+           "MAX_CONTENT_LENGTH": str(8 * 1024 * 1024)}
+    with running_server(tmp_path, database_url, env=env) as server:
+        chat_id, other_chat = open_chat(server, customer), open_chat(server, sender)
+        port = port_of(server)
+        email, token = customer
+        poll, started = {}, time.monotonic()
+        poller = in_thread(lambda: live_post(requests, server.url, "messages", email, token,
+                                             {"chat_id": chat_id, "after": 1, "wait": 12},
+                                             timeout=60), poll)
+        try:
+            head = (b"POST /api/client/live/chat HTTP/1.1\r\nHost: test\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+            opened = time.monotonic()
+            with dribbling(port, head, b" ", every=1) as slow_body, \
+                    dribbling(port, b"\r\n", b"\r\n", every=1) as blank_lines:
+                data = {"email": sender[0], "chat_id": other_chat, "message": "big"}
+                body = json.dumps({"data": data}) + " " * (6 * 1024 * 1024)
+                big = requests.post(f"{server.url}/api/client/live/chat", data=body,
+                                    timeout=30,
+                                    headers={"Authorization": f"Bearer {sender[1]}",
+                                             "Content-Type": "application/json"})
+                wait_until(lambda: "closed" in blank_lines, what="the blank lines' cut")
+                wait_until(lambda: "closed" in slow_body, what="the slow body's cut")
+        finally:
+            poller.join(60)
+        assert not poller.is_alive()
+        log = server.log()
+    assert big.status_code == 200, big.text
+    assert blank_lines["closed"] - opened >= 2
+    assert slow_body["closed"] - opened >= 4
+    assert blank_lines["closed"] - opened < 10 and slow_body["closed"] - opened < 12, log
+    assert poll["value"].status_code == 200, poll
+    assert poll["value"].json()["data"]["messages"] == [] and poll["ended"] - started >= 11.9

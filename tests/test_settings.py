@@ -39,6 +39,28 @@ BAD_VALUES = [
     ("DATABASE_URL", "mysql://root:hunter2@127.0.0.1/chat", "not sqlite, postgres"),
     ("DATABASE_URL", "postgresql://127.0.0.1:port/chat", "port"),
     ("DATABASE_URL", "sqlite://", "file path"),
+    # Numbers are plain ASCII: int() and float() also read other scripts' digits, fullwidth
+    # ones and underscores.
+    ("DB_POOL_SIZE", "\u0661\u0662", "not a whole number"),  # Arabic-Indic 12
+    ("MAX_POLL_PAGE_BYTES", "+\u0663\u0660\u0660\u0660", "not a whole number"),
+    ("MAX_OPEN_CHATS", "\uff11\uff10", "not a whole number"),  # fullwidth 10
+    ("MAX_OPEN_CHATS", "1_0", "not a whole number"),
+    ("IDEMPOTENCY_KEY_HOURS", "\u0661\u0662", "not a number"),
+    ("IDEMPOTENCY_KEY_HOURS", "1_0", "not a number"),
+    ("IDEMPOTENCY_KEY_HOURS", "1e-320", "at least"),  # a denormal: keys kept for no time
+    ("IDEMPOTENCY_KEY_HOURS", "0.0002", "at least"),  # under a second
+    ("RATELIMIT_AUTH_FAILURES", "1 per 0 minute", "window of 0"),  # limits reads "1 per minute"
+    ("RATELIMIT_AGENT_CALLS", "600 per minute; 5 per 00 second", "window of 0"),
+    ("RATELIMIT_CUSTOMER_SENDS", "\u0661 per minute", "not a rate limit"),
+    ("RATELIMIT_STORAGE_URI", "redis://:x", "needs a host"),
+    ("RATELIMIT_STORAGE_URI", "redis://127.0.0.1:x", "port"),
+    ("RATELIMIT_STORAGE_URI", "redis://h:99999", "port"),
+    ("RATELIMIT_STORAGE_URI", "redis://", "needs a host"),
+    ("RATELIMIT_STORAGE_URI", "redis+sentinel://", "needs a host"),
+    ("RATELIMIT_STORAGE_URI", "redis+sentinel://127.0.0.1:26379", "service_name"),
+    ("RATELIMIT_STORAGE_URI", "redis+sentinel://127.0.0.1:26379,:1/mymaster", "needs a host"),
+    ("DATABASE_URL", "sqlite:////tmp/x.db?foo=bar", "no parameters"),
+    ("DATABASE_URL", "sqlite:////tmp/x.db#part", "no parameters"),
 ]
 BAD_ENVIRONMENT = [case for case in BAD_VALUES if case[1] != ""]
 
@@ -95,6 +117,14 @@ def test_config_values_of_the_wrong_type_are_refused(name, value):
      "https://app.example.com, http://localhost:3000"),
     ("ADMIN_TOKEN", "x" * 32, "x" * 32),
     ("DATABASE_URL", "postgresql:///chat", "postgresql:///chat"),  # the local socket
+    ("DATABASE_URL", "postgresql://chat@db:5432/chat?sslmode=require",
+     "postgresql://chat@db:5432/chat?sslmode=require"),  # PostgreSQL keeps its parameters
+    ("MAX_POLL_PAGE_BYTES", "+3000", 3000),
+    ("IDEMPOTENCY_KEY_HOURS", "1e3", 1000.0), ("IDEMPOTENCY_KEY_HOURS", "0.0003", 0.0003),
+    ("RATELIMIT_AUTH_FAILURES", "5 per 2 minutes", "5 per 2 minutes"),
+    ("RATELIMIT_STORAGE_URI", "redis+sentinel://127.0.0.1:26379,127.0.0.2:26379/mymaster",
+     "redis+sentinel://127.0.0.1:26379,127.0.0.2:26379/mymaster"),
+    ("RATELIMIT_STORAGE_URI", "redis+unix:///run/redis.sock", "redis+unix:///run/redis.sock"),
 ])
 def test_good_environment_values_are_read(monkeypatch, name, text, expected):
     monkeypatch.setenv(name, text)
@@ -118,6 +148,38 @@ def test_an_empty_environment_value_is_unset(monkeypatch):
     monkeypatch.setenv("DB_POOL_SIZE", "")
     loaded = settings.load()
     assert loaded["ADMIN_TOKEN"] is None and loaded["DB_POOL_SIZE"] == 32
+
+
+@pytest.mark.parametrize("text", ["\u0661\u0668\u0663\u0660\u0669", "\uff18\uff10",
+                                  "8_080", "80.0", "0x50"])
+def test_the_server_s_integers_are_ascii_too(capsys, text):
+    """serve.py reads PORT (and its other numbers) by settings.integer: the same rule."""
+    import serve
+
+    with pytest.raises(SystemExit) as stopped:
+        serve.read({"PORT": text}, "PORT", 8080, settings.integer(0, 65535))
+    assert stopped.value.code == 2
+    expect_one_line(capsys.readouterr().err, "PORT", "not a whole number")
+    assert serve.read({"PORT": "18309"}, "PORT", 8080, settings.integer(0, 65535)) == 18309
+
+
+def test_a_store_that_cannot_be_made_at_start_is_refused_in_one_line(monkeypatch, capsys,
+                                                                      tmp_path):
+    """What settings.py cannot see (a cluster that cannot be reached is found when the store is
+    made) stops the start as a bad setting does, without a traceback."""
+    monkeypatch.setenv("RATELIMIT_STORAGE_URI", "redis+cluster://127.0.0.1:1")
+    with pytest.raises(SystemExit) as stopped:
+        create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}"})
+    assert stopped.value.code == 2
+    expect_one_line(capsys.readouterr().err, "RATELIMIT_STORAGE_URI", "cannot be used")
+
+
+def test_a_store_error_never_shows_the_password(monkeypatch, capsys):
+    monkeypatch.setenv("RATELIMIT_STORAGE_URI", "redis+sentinel://:hunter2@127.0.0.1:26379")
+    with pytest.raises(SystemExit):
+        create_app({"TESTING": True})
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: setting RATELIMIT_STORAGE_URI: ") and "hunter2" not in stderr
 
 
 @pytest.mark.parametrize("name, value, secret", [

@@ -98,3 +98,35 @@ def test_email_must_be_a_valid_address(make_customer):
     response = odd.post("/api/client/live/create", GOOD_CREATE)
     body = assert_error(response, 400, "validation_error")
     assert list(body["error"]["fields"]) == ["email"]
+
+
+# Query strings are text, converted to numbers for agents: only ASCII digits, as a client
+# means them (int() and float() also read fullwidth, Arabic-Indic and underscored digits).
+BAD_QUERY_NUMBERS = [
+    ("limit", "\uff11"), ("limit", "\u0665"), ("limit", "1_0"), ("limit", " 5"),
+    ("limit", "5.0"), ("after", "\uff10"), ("after", "\u0661"),
+    ("wait", "\uff11"), ("wait", "\u0661.\u0665"), ("wait", "1_0"), ("wait", "inf"),
+    ("wait", "nan"),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_QUERY_NUMBERS)
+def test_agent_query_numbers_are_ascii(customer, agent, field, value):
+    chat_id = customer.create()
+    response = agent.get(f"/chats/{chat_id}/messages", **{field: value})
+    body = assert_error(response, 400, "validation_error")
+    assert list(body["error"]["fields"]) == [field]
+    if field == "limit":
+        response = agent.get("/chats", limit=value)
+        body = assert_error(response, 400, "validation_error")
+        assert list(body["error"]["fields"]) == ["limit"]
+
+
+@pytest.mark.parametrize("params", [{"limit": "5"}, {"after": "0"}, {"after": "+0"},
+                                    {"wait": "0"}, {"wait": "0.0"}, {"wait": ".0"},
+                                    {"wait": "0e0"}])
+def test_agent_query_numbers_in_ascii_are_read(customer, agent, params):
+    chat_id = customer.create()
+    response = agent.get(f"/chats/{chat_id}/messages", **params)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert [m["seq"] for m in response.json["data"]["messages"]] == [1]
