@@ -249,7 +249,7 @@ def messages_after(chat_id, after, limit, max_bytes=None):
     reader that goes on after its last seq still sees every message once."""
     rows = queries.MESSAGES_AFTER.all(chat_id, after, limit + 1)
     count = min(len(rows), limit)
-    if max_bytes is not None:
+    if max_bytes is not None and most_sent_bytes(rows[:count]) > max_bytes:
         size = 0
         for index, row in enumerate(rows[:count]):
             size += sent_bytes(row)
@@ -270,6 +270,15 @@ def sent_bytes(row):
     (`MESSAGE_OVERHEAD_BYTES`). 10,000 emoji are 40 KB; 10,000 U+0001 are 60 KB."""
     strings = (row.public_id, row.body, row.image_url, row.agent_name, row.agent_display_name)
     return MESSAGE_OVERHEAD_BYTES + sum(json_bytes(value) for value in strings)
+
+
+def most_sent_bytes(rows):
+    """An upper bound of the rows' `sent_bytes`, at a fraction of its cost: in JSON no character
+    takes more than 6 bytes ("\\u0001"; UTF-8 takes at most 4), and each string 2 quotes. A
+    page whose bound fits needs no exact measure."""
+    return sum(MESSAGE_OVERHEAD_BYTES + 10 + 6 * (
+        len(row.public_id) + len(row.body) + len(row.image_url or "")
+        + len(row.agent_name or "") + len(row.agent_display_name or "")) for row in rows)
 
 
 def json_bytes(value):

@@ -94,6 +94,8 @@ def no_look_alikes(value):
     separators, controls, format characters such as ZERO WIDTH SPACE, unassigned code points),
     and compatibility characters, which NFKC maps to others (KELVIN SIGN to "K", fullwidth
     letters to ASCII). Letters such as "é" stay valid."""
+    if value.isascii() and value.isprintable():  # the usual address: nothing to look like
+        return
     for char in value:
         if unicodedata.category(char)[0] in "ZC" or unicodedata.normalize("NFKC", char) != char:
             raise ValidationError(f"Must not contain the character U+{ord(char):04X}.")
