@@ -37,6 +37,20 @@ def idle_sockets(port, count):
 
 
 @contextlib.contextmanager
+def until_the_block_ends(work, stop):
+    """`work` in a thread of its own while the block runs; then `stop` is set and the thread
+    joined (it must end: the tests bound its loops)."""
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+@contextlib.contextmanager
 def slowloris(port, count, every):
     """`count` connections that each send the start of a request head, then one more header
     line every `every` seconds (from one thread) until the block ends: never a whole head.
@@ -61,14 +75,8 @@ def slowloris(port, count, every):
                         pass
                     closed[sock] = time.monotonic()
 
-        thread = threading.Thread(target=dribble)
-        thread.start()
-        try:
+        with until_the_block_ends(dribble, stop):
             yield closed
-        finally:
-            stop.set()
-            thread.join(30)
-            assert not thread.is_alive()
 
 
 # --- where it listens ----------------------------------------------------------------------
@@ -213,14 +221,8 @@ def dribbling(port, first, then, every):
                 state["closed"] = time.monotonic()
                 return
 
-        thread = threading.Thread(target=dribble)
-        thread.start()
-        try:
+        with until_the_block_ends(dribble, stop):
             yield state
-        finally:
-            stop.set()
-            thread.join(30)
-            assert not thread.is_alive()
 
 
 @pytest.mark.slow
