@@ -49,7 +49,8 @@ def poll_messages(chat_id):
     page = longpoll.poll(chat, longpoll.Cursor.of(query, current_app.config), query["wait"],
                          current_app.extensions["waiter_slots"],
                          longpoll.Poller(auth.caller_still_allowed))
-    return success("Messages.", answers.poll_json(chat, query["after"], page, AGENT))
+    return success("Messages.", answers.poll_json(chat, query["after"], page, AGENT),
+                   answers.poll_headers(page))
 
 
 def load_reply(chat_id):

@@ -52,11 +52,20 @@ def chat_page_json(rows, next_before, side):
 
 
 def poll_json(chat, after, page, side):
-    """A long-poll's `Page` of messages after `after`."""
-    return {"chatId": chat.public_id, "status": page.status,
-            "messages": [message_json(row, side) for row in page.messages],
-            "next_after": page.messages[-1].seq if page.messages else after,
-            "has_more": page.has_more}
+    """A long-poll's `Page` of messages after `after`; `retry_after` only on a poll that asked
+    to wait and could not (every waiting slot taken): poll again after that many seconds."""
+    answer = {"chatId": chat.public_id, "status": page.status,
+              "messages": [message_json(row, side) for row in page.messages],
+              "next_after": page.messages[-1].seq if page.messages else after,
+              "has_more": page.has_more}
+    if page.retry_after is not None:
+        answer["retry_after"] = page.retry_after
+    return answer
+
+
+def poll_headers(page):
+    """The same hint as a `Retry-After` header, for clients that look there."""
+    return None if page.retry_after is None else {"Retry-After": str(page.retry_after)}
 
 
 def read_mark_json(chat, read_seq, unread):

@@ -27,6 +27,7 @@ import migrations
 import models
 import ratelimits
 import settings
+from changes import changes
 from dbtrouble import database_trouble, describe_failure
 from envelope import success
 from errors import ONE_LINE_PER_RECORD, printable, register_error_handlers
@@ -204,7 +205,11 @@ def create_app(config=None):
     @app.get("/healthz")
     def healthz():
         models.database_health()
-        return success("ok", {"database": "ok", "rate_limits": ratelimits.storage_status()})
+        slots = app.extensions["waiter_slots"]
+        return success("ok", {"database": "ok", "rate_limits": ratelimits.storage_status(),
+                              "long_polls": {"waiting": slots.taken,
+                                             "capacity": slots.capacity,
+                                             "woken": changes.woken}})
 
     return app
 

@@ -12,19 +12,17 @@ nothing of HTTP, of request validation, or of the server.
 """
 import base64
 import binascii
-import contextlib
 import dataclasses
 import datetime
 import json
-import threading
 from typing import NamedTuple
 
 import queries
+from changes import changes
 from models import (
     CHAT_OPEN,
     SENDER_AGENT,
     SENDER_USER,
-    database,
     new_public_id,
     utcnow,
     write_transaction,
@@ -76,57 +74,6 @@ class InvalidCursor(Exception):
     """A list cursor this service did not make."""
 
 
-class ChatChanges:
-    """Tells this process's waiting readers that one of their chats changed.
-
-    Only chats somebody is waiting on are tracked, so memory stays bounded by the waiters.
-    """
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._watched = {}  # chat id -> [waiters, version]
-
-    def notify(self, chat_id):
-        with self._condition:
-            entry = self._watched.get(chat_id)
-            if entry is not None:
-                entry[1] += 1
-                self._condition.notify_all()
-
-    def wake_all(self):
-        """Wake every waiting reader (the server is stopping)."""
-        with self._condition:
-            for entry in self._watched.values():
-                entry[1] += 1
-            self._condition.notify_all()
-
-    def notify_after_commit(self, chat_id):
-        database.after_commit(lambda: self.notify(chat_id))
-
-    @contextlib.contextmanager
-    def watching(self, chat_id):
-        """Register before reading, so a change between the read and the wait is not missed.
-        Yields `wait(timeout)`, which returns at the next change or after `timeout` seconds."""
-        with self._condition:
-            entry = self._watched.setdefault(chat_id, [0, 0])
-            entry[0] += 1
-            seen = [entry[1]]
-
-        def wait(timeout):
-            with self._condition:
-                self._condition.wait_for(lambda: entry[1] != seen[0], timeout)
-                seen[0] = entry[1]
-
-        try:
-            yield wait
-        finally:
-            with self._condition:
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del self._watched[chat_id]
-
-
-changes = ChatChanges()
 
 
 # --- finding and changing chats ----------------------------------------------------------
@@ -160,7 +107,7 @@ def insert_message(chat_id, seq, sender, body, image_url, agent_id, now):
     public_id = new_public_id("msg")
     queries.INSERT_MESSAGE.execute(public_id, chat_id, seq, sender, agent_id, body, image_url,
                                    now)
-    changes.notify_after_commit(chat_id)
+    changes.announce_after_commit(chat_id, now)
     return public_id
 
 
@@ -221,9 +168,9 @@ def send_as_customer(user, public_id, body, image_url=None):
 def set_status(chat, status):
     """Close or reopen a chat; doing it twice changes nothing the second time."""
     with write_transaction():
-        changed = queries.SET_STATUS.execute(status, utcnow(), chat.id, status).rowcount
-        if changed:
-            changes.notify_after_commit(chat.id)
+        now = utcnow()
+        if queries.SET_STATUS.execute(status, now, chat.id, status).rowcount:
+            changes.announce_after_commit(chat.id, now)
     return status
 
 

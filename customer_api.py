@@ -79,7 +79,8 @@ def poll_messages():
     chat = own_chat(fields)
     page = longpoll.poll(chat, longpoll.Cursor.of(fields, current_app.config), fields["wait"],
                          current_app.extensions["waiter_slots"], customer_poller())
-    return success("Messages.", answers.poll_json(chat, fields["after"], page, CUSTOMER))
+    return success("Messages.", answers.poll_json(chat, fields["after"], page, CUSTOMER),
+                   answers.poll_headers(page))
 
 
 @bp.post("/list")

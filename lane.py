@@ -26,6 +26,7 @@ import waitress.server
 from waitress.channel import HTTPChannel
 from waitress.task import ThreadedTaskDispatcher
 
+import eventloop
 import models
 
 # The waitress release whose dispatcher loop `LaneDispatcher` copies and whose private hooks
@@ -182,8 +183,10 @@ class Connection(HTTPChannel):
     - Once the server drains (`server.draining`, see serve.py), answers carry
       `Connection: close` and a connection with nothing in flight is closed.
 
-    `readable` is called for every connection on each turn of waitress's loop (at least once a
-    second, `asyncore_loop_timeout`), in the loop's thread: the checks live there.
+    `readable` is called in the loop's thread after each event of the connection and, by
+    serve.py's loop (eventloop.py), for every connection once a second: the checks live there.
+    It tells that loop which connection a worker serves (`eventloop.serving`), so that the
+    trigger a worker pulls marks that connection alone to be asked again.
     """
 
     receiving_since = None  # when the first byte of the request being received arrived
@@ -205,12 +208,34 @@ class Connection(HTTPChannel):
         with self.clock_lock:
             if data and self.receiving_since is None:
                 self.receiving_since = time.time()
-            return super().received(data)
+            queued = len(self.requests)
+            result = super().received(data)
+            if len(self.requests) > queued:
+                # A request arrived whole: its clock stops here, not when it is answered
+                # (waitress pops the answered request before `service` below can reset the
+                # clock, and the loop may ask `readable` in between). A request begun behind
+                # it in the same bytes is timed from now.
+                self.receiving_since = time.time() if self.request is not None else None
+            return result
+
+    def add_channel(self, map=None):
+        super().add_channel(map)
+        loop = getattr(self.server, "event_loop", None)
+        if loop is not None:
+            loop.mark(self)  # just accepted: register it
 
     def service(self):
         if self.server.draining:
             self.requests[0].headers["CONNECTION"] = "close"  # waitress then says so, and closes
-        super().service()
+        eventloop.serving.channel = self
+        try:
+            super().service()
+            if not self.connected:
+                # waitress pulls no trigger for a connection gone while it was served: the
+                # loop must still ask it again, to close it.
+                self.server.pull_trigger()
+        finally:
+            eventloop.serving.channel = None
         with self.clock_lock:
             # A request is answered. The next one's clock starts now if it has begun to come in
             # behind this one, else at its first byte.

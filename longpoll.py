@@ -1,15 +1,21 @@
 """Long-polls: a poll with `wait` holds its request until a message arrives, the chat is closed
 or reopened, or the wait runs out.
 
-A waiting poll holds a server thread, so at most `LONGPOLL_MAX_WAITERS` wait at once, and one
-caller's at most its poller's `max_waiting` (beyond either, the answer comes at once): polls a
-client opened and dropped keep waiting on the server until their time is up, and one client's
-must not take every slot. While it waits, a poll gives its database connection back and steps
-out of the request lane (lane.py), so it holds up nobody; and it asks again whether its caller
-may still read, so a customer removed (or an agent revoked) meanwhile gets a 401, not what was
-written after.
+A waiting poll holds a server thread (serve.py gives the server one per waiting poll on top of
+its request threads), so at most `LONGPOLL_MAX_WAITERS` wait at once, and one caller's at most
+its poller's `max_waiting`. Beyond either the answer comes at once, with what there is and a
+hint of when to poll again (`Page.retry_after`): never an error, never a stall. Polls a client
+opened and dropped keep waiting on the server until their time is up, and one client's must not
+take every slot.
+
+While it waits, a poll costs nothing but its thread's memory: it does no work until a change of
+its own chat wakes it (changes.py), it gives its database connection back, and it steps out of
+the request lane (lane.py), so it holds up nobody. Each time it wakes, and before it answers, it
+asks again whether its caller may still read, so a customer removed (or an agent revoked)
+meanwhile gets a 401, not what was written after.
 """
 import collections
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,10 +23,13 @@ from typing import NamedTuple
 
 import chats
 from auth import AuthenticationFailed
+from changes import changes
 from lane import request_lane
 from models import database
 
-CROSS_PROCESS_POLL_SECONDS = 0.5  # a waiting poll re-reads this often for other processes
+# A poll that could not wait is told to come back after a few seconds, at random so that the
+# clients turned away together do not all come back together.
+RETRY_AFTER_SECONDS = (2, 6)
 
 
 shutting_down = threading.Event()  # set once, by serve.py on SIGTERM
@@ -30,7 +39,7 @@ def stop_waiting():
     """The server is stopping: waiting polls answer at once with what they have, and no new
     poll waits."""
     shutting_down.set()
-    chats.changes.wake_all()
+    changes.wake_all()
 
 
 class Cursor(NamedTuple):
@@ -56,10 +65,13 @@ class Poller(NamedTuple):
 
 
 class Page(NamedTuple):
-    """What a poll found: the chat's status, the messages after the cursor, whether more wait."""
+    """What a poll found: the chat's status, the messages after the cursor, whether more wait,
+    and, for a poll that wanted to wait and found no free slot, after how many seconds to ask
+    again."""
     status: str
     messages: list
     has_more: bool
+    retry_after: int | None = None
 
 
 class WaiterSlots:
@@ -71,23 +83,27 @@ class WaiterSlots:
             raise ValueError("LONGPOLL_MAX_WAITERS must be 0 or more")
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._taken = 0
+        self.taken = 0
         self._by_owner = collections.Counter()  # owner -> its polls waiting now
+
+    @property
+    def capacity(self):
+        return self._capacity
 
     def try_take(self, poller):
         with self._lock:
-            if self._taken >= self._capacity:
+            if self.taken >= self._capacity:
                 return False
             if poller.owner is not None:
                 if self._by_owner[poller.owner] >= poller.max_waiting:
                     return False
                 self._by_owner[poller.owner] += 1
-            self._taken += 1
+            self.taken += 1
             return True
 
     def give_back(self, poller):
         with self._lock:
-            self._taken -= 1
+            self.taken -= 1
             if poller.owner is not None:
                 self._by_owner[poller.owner] -= 1
                 if not self._by_owner[poller.owner]:
@@ -105,8 +121,10 @@ def poll(chat, cursor, wait, slots, poller):
     one (or for the chat to be closed or reopened), when a waiting slot is free. Raises
     `AuthenticationFailed` when the poller was refused access while it waited."""
     page = read_page(chat.id, cursor, chat.status)
-    if page.messages or wait <= 0 or shutting_down.is_set() or not slots.try_take(poller):
+    if page.messages or wait <= 0 or shutting_down.is_set():
         return page
+    if not slots.try_take(poller):
+        return page._replace(retry_after=random.randint(*RETRY_AFTER_SECONDS))
     try:
         return wait_for_change(chat, cursor, time.monotonic() + wait, poller)
     finally:
@@ -114,7 +132,8 @@ def poll(chat, cursor, wait, slots, poller):
 
 
 def wait_for_change(chat, cursor, deadline, poller):
-    with chats.changes.watching(chat.id) as wait_for_notice:
+    waiter = changes.watch(chat.id)
+    try:
         while True:
             page = read_page(chat.id, cursor, chats.current_status(chat.id))
             # Asked after the read: a page read while the caller was still allowed holds only
@@ -127,4 +146,10 @@ def wait_for_change(chat, cursor, deadline, poller):
                 return page
             database.close()  # the connection goes back to the pool while this waits
             with request_lane.paused():
-                wait_for_notice(min(remaining, CROSS_PROCESS_POLL_SECONDS))
+                changes.wait(waiter, remaining)
+            if shutting_down.is_set():
+                # Nothing new as of the last read, and no read more: thousands of polls woken
+                # at once by the stop would queue for the database instead of answering.
+                return page
+    finally:
+        changes.stop_watching(chat.id, waiter)

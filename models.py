@@ -190,6 +190,9 @@ def open_checkpoint_connection(path):
 
 background_checkpoints = BackgroundCheckpoints()
 
+# Called when the models move to another database: threads that watch the old one stop.
+database_switch_hooks = [background_checkpoints.stop]
+
 
 def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_current=True):
     """Point the models at `url` through a connection pool (migrations.py makes the tables).
@@ -223,7 +226,8 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_cur
     else:
         raise ValueError(f"unsupported DATABASE_URL scheme: {parts.scheme!r}")
     if database.obj is not None and close_current:
-        background_checkpoints.stop()
+        for stop_watching_it in database_switch_hooks:
+            stop_watching_it()
         database.obj.close_all()
         database_trouble.reset()
     database.initialize(connect_url(pooled_url, **options))

@@ -80,6 +80,9 @@ class CustomerMessagePage(Schema):
     messages = required(fields.List, fields.Nested(CustomerMessage))
     next_after = required(fields.Integer)
     has_more = required(fields.Boolean)
+    retry_after = fields.Integer(metadata={
+        "description": "only when the poll asked to wait and every waiting slot was taken: "
+                       "poll again after this many seconds (also in Retry-After)"})
 
 
 class AgentMessagePage(CustomerMessagePage):
@@ -152,10 +155,18 @@ class UserRemoved(Schema):
     removed = required(fields.Boolean)
 
 
+class LongPolls(Schema):
+    waiting = required(fields.Integer, metadata={"description": "polls waiting now"})
+    capacity = required(fields.Integer, metadata={"description": "LONGPOLL_MAX_WAITERS"})
+    woken = required(fields.Integer, metadata={
+        "description": "waiting polls a change of their chat has woken since the start"})
+
+
 class Health(Schema):
     database = required(fields.String)
     rate_limits = required(fields.String, validate=validate.OneOf(["ok", "memory fallback",
                                                                    "off"]))
+    long_polls = required(fields.Nested, LongPolls)
 
 
 class ErrorDetail(Schema):

@@ -123,6 +123,14 @@ BUMP_OWN_CHAT = Statement(
 SET_STATUS = Statement(
     'UPDATE "chat" SET "status" = ?, "updated_at" = ? WHERE "id" = ? AND "status" <> ?')
 
+# Changes other processes made (changes.py). Every change a waiting poll cares about (a message,
+# a close, a reopen) stamps the chat's updated_at; PostgreSQL sends notifications instead.
+NOTIFY = Statement("SELECT pg_notify(?, ?)")
+NEWEST_CHAT_CHANGE = Statement('SELECT MAX("updated_at") FROM "chat"')
+CHATS_CHANGED_SINCE = Statement(
+    'SELECT "id", "updated_at" FROM "chat" WHERE "updated_at" > ? ORDER BY "updated_at"',
+    "id updated_at", "ChangedChat")
+
 MESSAGES_AFTER = Statement(
     'SELECT m."public_id", m."seq", m."sender", m."body", m."image_url", m."created_at", '
     'm."agent_id", a."name" AS "agent_name", a."display_name" AS "agent_display_name" '

@@ -4,6 +4,13 @@ Settings of the server itself are read here (HOST, PORT, WAITRESS_THREADS, TRUST
 CONNECTION_LIMIT, CHANNEL_TIMEOUT, HEADER_TIMEOUT, REQUEST_TIMEOUT, SHUTDOWN_GRACE_SECONDS); the
 app's own are in settings.py.
 
+One setting sizes the server for waiting clients: LONGPOLL_MAX_WAITERS (N). Each waiting poll
+holds a thread, so the server has N threads on top of WAITRESS_THREADS for requests, each with
+a small stack (`THREAD_STACK_BYTES`); its connection limit leaves room for N waiting polls and
+as many keep-alive connections beside the normal traffic; and the process may open that many
+files. Its loop (eventloop.py) watches sockets with epoll and costs nothing for a connection
+that does nothing.
+
 A client must send each request within deadlines counted from the request's first byte (received
 while no earlier request of its connection runs): the head (request line and headers) within
 HEADER_TIMEOUT seconds (default 10), and the whole request, body included, within REQUEST_TIMEOUT
@@ -15,8 +22,10 @@ On SIGTERM the server stops accepting connections, lets the requests in flight f
 SHUTDOWN_GRACE_SECONDS, and exits 0.
 """
 import errno
+import gc
 import logging
 import os
+import platform
 import signal
 import sqlite3
 import sys
@@ -26,6 +35,7 @@ import time
 import peewee
 from waitress import wasyncore
 
+import eventloop
 import lane
 import longpoll
 import migrations
@@ -38,20 +48,49 @@ logger = logging.getLogger("supportzen.server")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
+# A waiting poll's thread touches a few pages of its stack; the rest is address space only.
+# 512 KiB leaves the JSON parser room to refuse a deeply nested body with its RecursionError
+# (256 KiB was the least that did so when measured; Python 3.11 runs Python calls off the C
+# stack).
+THREAD_STACK_BYTES = 512 * 1024
+FILES_BESIDES_CONNECTIONS = 128  # the database, the log, the listeners, the triggers
+
+# glibc's malloc keeps freed blocks in a cache per thread (tcache) and opens up to 8 arenas per
+# core: with a thread per waiting poll, memory held for nothing. Without them, 2,000 waiting
+# polls took 124 MB of RSS instead of 132 (bench/results.md); throughput is the same, since
+# Python serves its small objects from its own allocator.
+MALLOC_TUNING = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2"
+
 
 def main():
+    tune_malloc()
     configure_logging()
     app = create_app()
-    options = server_settings(os.environ, app.config["LONGPOLL_MAX_WAITERS"])
-    allow_open_files(options["waitress"]["connection_limit"])
+    waiters = app.config["LONGPOLL_MAX_WAITERS"]
+    options = server_settings(os.environ, waiters)
+    allow_open_files(options, waiters)
+    threading.stack_size(THREAD_STACK_BYTES)
     try:
         start_with_database(app)
+        # What start-up made lives as long as the process: out of the collector's way, so that
+        # a full collection with thousands of polls waiting walks their objects only.
+        gc.freeze()
         server = listen(app, options)
         serve_until_terminated(server, options["shutdown_grace"])
     except KeyboardInterrupt:
         logger.info("interrupted: stopped at once")
     finally:
         models.background_checkpoints.stop()
+
+
+def tune_malloc():
+    """Run this process again (the same pid and arguments) with MALLOC_TUNING, on glibc:
+    glibc reads it only when a process starts. An operator's own GLIBC_TUNABLES, even empty,
+    is left alone."""
+    if "GLIBC_TUNABLES" in os.environ or platform.libc_ver()[0] != "glibc":
+        return
+    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNING
+    os.execv(sys.executable, sys.orig_argv)
 
 
 # What stops start-up because of the database rather than a bug: the driver's errors, the
@@ -101,25 +140,28 @@ def read(environ, name, default, rule):
         refuse(name, str(error))
 
 
-def default_connection_limit(threads, longpoll_waiters):
-    """Every waiting poll and every running request holds a connection; the rest is room for
-    idle keep-alive connections and slow clients, which the timeouts below keep short-lived."""
-    return max(500, 8 * (threads + longpoll_waiters))
+def default_connection_limit(request_threads, longpoll_waiters):
+    """Room for each waiting client twice (its waiting poll and the keep-alive connection it
+    sends on), and for the normal traffic: running requests, idle keep-alive connections and
+    slow clients, which the timeouts below keep short-lived."""
+    return 2 * longpoll_waiters + max(500, 8 * request_threads)
 
 
 def server_settings(environ, longpoll_waiters):
-    threads = read(environ, "WAITRESS_THREADS", 16, integer(1, 10_000))
+    request_threads = read(environ, "WAITRESS_THREADS", 16, integer(1, 10_000))
+    connection_limit = read(environ, "CONNECTION_LIMIT", None,
+                            integer(request_threads + longpoll_waiters + 1, 1_000_000))
     waitress = {
         # Plain HTTP carries bearer tokens that never expire: only this machine (nginx) by
         # default; HOST=0.0.0.0 in a container or without a proxy.
         "host": environ.get("HOST", "").strip() or "127.0.0.1",
         "port": read(environ, "PORT", 8080, integer(0, 65535)),
-        "threads": threads,
+        # A thread for each poll that may wait, beside those that serve requests.
+        "threads": request_threads + longpoll_waiters,
         # waitress stops accepting anyone at this many open connections (its default, 100, a
         # hundred idle sockets reach).
-        "connection_limit": read(environ, "CONNECTION_LIMIT",
-                                 default_connection_limit(threads, longpoll_waiters),
-                                 integer(threads + longpoll_waiters + 1, 1_000_000)),
+        "connection_limit": connection_limit
+        or default_connection_limit(request_threads, longpoll_waiters),
         # Idle connections close after this long without a byte either way. waitress never
         # times out a connection while it has a request queued or running (server.py
         # `maintenance` skips a channel whose `requests` is not empty, and channel.py's
@@ -127,7 +169,10 @@ def server_settings(environ, longpoll_waiters):
         # needs no longer timeout than this.
         "channel_timeout": read(environ, "CHANNEL_TIMEOUT", 30, integer(1, 24 * 3600)),
         "cleanup_interval": 1,  # how often waitress looks for idle connections (default 30 s)
-        "asyncore_use_poll": True,  # poll(), not select(): no limit of 1,024 sockets
+        "asyncore_use_poll": True,  # read by waitress's own loop only; ours uses epoll
+        # Connections that arrive together (clients coming back after a restart) wait in the
+        # kernel's queue, not in SYN retries.
+        "backlog": 4096,
         # A backstop: the app answers 431 in JSON from MAX_HEADER_BYTES on.
         "max_request_header_size": 64 * 1024,
     }
@@ -137,33 +182,51 @@ def server_settings(environ, longpoll_waiters):
                         trusted_proxy_headers={"x-forwarded-for"}, trusted_proxy_count=1,
                         clear_untrusted_proxy_headers=True)
     return {"waitress": waitress,
+            "connection_limit_set": connection_limit is not None,
             "header_timeout": read(environ, "HEADER_TIMEOUT", 10, integer(1, 3600)),
             "request_timeout": read(environ, "REQUEST_TIMEOUT", 30, integer(1, 3600)),
             "shutdown_grace": read(environ, "SHUTDOWN_GRACE_SECONDS", 10, integer(0, 3600))}
 
 
-def allow_open_files(connection_limit):
-    """Each connection is an open file: raise the process's soft limit (often 1,024) as far
-    as the connection limit needs, when the hard limit allows it. Without it, accept() would
-    fail over and over at the limit instead of waitress pausing cleanly."""
+def allow_open_files(options, longpoll_waiters):
+    """Each connection is an open file: raise the process's soft limit (often 1,024) as far as
+    the hard limit allows. Stop with one line when even the waiting polls cannot fit; when only
+    the default connection limit cannot, lower it to what fits and say so."""
     try:
         import resource
     except ImportError:  # not on Unix
         return
-    needed = connection_limit + 128  # the database, the log, the listeners, the triggers
+    waitress = options["waitress"]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard == resource.RLIM_INFINITY:
         return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        refuse("CONNECTION_LIMIT", f"{connection_limit} connections need {needed} open files, "
-                                   f"and this process may open at most {hard} (ulimit -n)")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    room = hard - FILES_BESIDES_CONNECTIONS
+    least = waitress["threads"] + longpoll_waiters + 1  # every thread busy, N polls waiting
+    if room < least:
+        refuse("LONGPOLL_MAX_WAITERS",
+               f"{longpoll_waiters} waiting polls and {waitress['threads'] - longpoll_waiters} "
+               f"request threads need at least {least + FILES_BESIDES_CONNECTIONS} open files, "
+               f"and this process may open at most {hard} (ulimit -Hn): lower it, or raise "
+               f"the limit (LimitNOFILE= in a systemd unit)")
+    limit = waitress["connection_limit"]
+    if limit > room:
+        if options["connection_limit_set"]:
+            refuse("CONNECTION_LIMIT",
+                   f"{limit} connections need {limit + FILES_BESIDES_CONNECTIONS} open files, "
+                   f"and this process may open at most {hard} (ulimit -Hn)")
+        logger.warning("the open-file limit (%d, ulimit -Hn) allows %d connections, not the "
+                       "%d that LONGPOLL_MAX_WAITERS=%d asks for: limited to %d", hard, room,
+                       limit, longpoll_waiters, room)
+        waitress["connection_limit"] = room
 
 
 def serve_until_terminated(server, grace):
-    """waitress's loop, until SIGTERM; then `drain`. The signal handler only sets a flag (it
-    runs in the loop's thread, between any two lines), and a thread wakes the loop."""
+    """The loop (eventloop.py), until SIGTERM; then `drain`. The signal handler only sets a
+    flag (it runs in the loop's thread, between any two lines), and a thread wakes the loop."""
     sockets = server.socket_map
+    loop = eventloop.EventLoop(sockets)
     terminated = threading.Event()
     wake_loop = lane.listeners(sockets)[0].pull_trigger  # its trigger outlives the listener
 
@@ -174,14 +237,15 @@ def serve_until_terminated(server, grace):
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while not terminated.is_set():
-            wasyncore.loop(server.adj.asyncore_loop_timeout, True, sockets, count=1)
-        drain(server, grace)
+            loop.run_once(server.adj.asyncore_loop_timeout)
+        drain(server, grace, loop)
     finally:
         server.task_dispatcher.shutdown(timeout=1)
         wasyncore.close_all(sockets)
+        loop.close()
 
 
-def drain(server, grace):
+def drain(server, grace, loop):
     """Stop accepting (new connections are refused from here on), close idle connections, and
     keep serving those with a request in flight until they are done or `grace` runs out."""
     sockets = server.socket_map
@@ -192,15 +256,17 @@ def drain(server, grace):
         wasyncore.dispatcher.close(listener)
     # Read what has already come in, so that a request sent just before the signal is not
     # taken for an idle connection.
-    wasyncore.loop(0, True, sockets, count=1)
+    loop.sweep()
+    loop.run_once(0)
     for listener in listeners:
         listener.draining = True
+    loop.sweep()  # every idle connection learns it is to close
     busy = [c for c in lane.connections(sockets) if c.in_flight()]
     logger.info("SIGTERM: no new connections; waiting up to %g s for %d request(s) in flight",
                 grace, len(busy))
     longpoll.stop_waiting()  # waiting long-polls answer at once with what they have
     while busy and time.monotonic() < deadline:
-        wasyncore.loop(min(1.0, deadline - time.monotonic()), True, sockets, count=1)
+        loop.run_once(min(1.0, deadline - time.monotonic()))
         busy = [c for c in lane.connections(sockets) if c.in_flight()]
     if busy:
         logger.warning("stopping with %d request(s) still in flight after %g s",

@@ -253,7 +253,7 @@ SETTINGS = {
     "MAX_CONTENT_LENGTH": (64 * 1024, integer(1, 1024 * 1024 * 1024)),
     "CORS_ORIGINS": ("", origins),
     "ADMIN_TOKEN": (None, admin_token),
-    "LONGPOLL_MAX_WAITERS": (8, integer(0, 10_000)),
+    "LONGPOLL_MAX_WAITERS": (1000, integer(0, 10_000)),
     "LONGPOLL_MAX_WAITERS_PER_CUSTOMER": (2, integer(0, 10_000)),
     "MAX_POLL_PAGE_BYTES": (256 * 1024, integer(1024, 64 * 1024 * 1024)),
     "IDEMPOTENCY_KEY_HOURS": (24, number(0, 24 * 365 * 10, minimum=1 / 3600)),  # 1 s up

@@ -454,4 +454,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if any(arg == "--waiters" or arg.startswith("--waiters=") for arg in sys.argv[1:]):
+        from waiters import main as waiters_main  # bench/waiters.py: waiting long-polls
+
+        waiters_main()
+    else:
+        main()

@@ -115,16 +115,21 @@ def test_waiter_cap_answers_at_once_beyond_it(make_app, waiting):
         first = pool.submit(customer.poll, chat_id, after=1, wait=WAIT)
         wait_until(lambda: waiting, what="the first poll to wait")  # it holds the only slot
         started = time.monotonic()
-        page = customer.poll(chat_id, after=1, wait=WAIT).json["data"]
-        assert page["messages"] == []
+        turned_away = customer.poll(chat_id, after=1, wait=WAIT)
+        page = turned_away.json["data"]
+        assert turned_away.status_code == 200 and page["messages"] == []
         assert time.monotonic() - started < WAIT / 2
-        assert len(waiting) == 1  # the second poll never waited
+        assert len(set(waiting)) == 1  # the second poll never waited
+        # ... and was told when to come back, in the answer and in the header
+        assert 2 <= page["retry_after"] <= 6
+        assert turned_away.headers["Retry-After"] == str(page["retry_after"])
         customer.send(chat_id, "wake up")
         assert len(first.result(timeout=60).json["data"]["messages"]) == 1
     # The slot is free again: waiting works once more.
     started = time.monotonic()
-    customer.poll(chat_id, after=2, wait=1)  # waits its 1 s out: the point
+    waited = customer.poll(chat_id, after=2, wait=1)  # waits its 1 s out: the point
     assert time.monotonic() - started >= 0.9
+    assert "retry_after" not in waited.json["data"] and "Retry-After" not in waited.headers
 
 
 def test_agent_poll_validation(agent, customer):

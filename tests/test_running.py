@@ -16,7 +16,10 @@ def test_healthz_touches_the_database(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json == {"status": "success", "message": "ok",
-                             "data": {"database": "ok", "rate_limits": "ok"},
+                             "data": {"database": "ok", "rate_limits": "ok",
+                                      "long_polls": {"waiting": 0, "capacity": 1000,
+                                                     "woken": response.json["data"][
+                                                         "long_polls"]["woken"]}},
                              "error": None}
 
 
