@@ -47,6 +47,9 @@ def configure_logging():
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # LOG_FORMAT names no thread; asking each record for its thread's name would give every
+    # bare pool thread (lane.BareThreads) a `threading.Thread` object of its own.
+    logging.logThreads = False
     # Every line through it, waitress's own ("Client disconnected while serving <path>")
     # included, has a request's control characters escaped.
     handler.addFilter(ONE_LINE_PER_RECORD)

@@ -118,6 +118,11 @@ def listen(app, options):
                                     **options["waitress"])
     except ValueError:  # waitress found no such address
         refuse("HOST", f"{host!r} is not an address to listen on")
+    except RuntimeError as error:  # the system refused a thread of the pool
+        refuse("LONGPOLL_MAX_WAITERS",
+               f"cannot start the {options['waitress']['threads']} threads it needs beside "
+               f"WAITRESS_THREADS ({error}): lower it, or allow more threads (TasksMax= in a "
+               f"systemd unit, ulimit -u, ulimit -v)")
     except OSError as error:
         name = "HOST" if error.errno == errno.EADDRNOTAVAIL else "PORT"
         refuse(name, f"cannot listen on {host} port {port}: {error.strerror}")
