@@ -210,7 +210,7 @@ def create_app(config=None):
         models.database_health()
         slots = app.extensions["waiter_slots"]
         return success("ok", {"database": "ok", "rate_limits": ratelimits.storage_status(),
-                              "long_polls": {"waiting": slots.taken,
+                              "long_polls": {"waiting": changes.waiting(),
                                              "capacity": slots.capacity,
                                              "woken": changes.woken}})
 

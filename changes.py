@@ -23,13 +23,14 @@ import uuid
 
 import queries
 from dbtrouble import OnceAMinute
-from models import database, database_switch_hooks, is_sqlite
+from models import database, database_switch_hooks, is_sqlite, utcnow
 
 logger = logging.getLogger("supportzen.changes")
 
 NOTIFY_CHANNEL = "supportzen_chat_changes"
 SQLITE_WATCH_SECONDS = 0.1
 LISTEN_TIMEOUT_SECONDS = 0.25  # how soon the PostgreSQL watcher notices it should stop
+LISTEN_CHECK_SECONDS = 30  # how often it makes sure its connection is alive
 RECONNECT_SECONDS = (0.5, 1, 2, 5, 10)  # between attempts, the last one repeated
 ANNOUNCED_KEPT_SECONDS = 10.0
 
@@ -90,12 +91,15 @@ class ChatChanges:
         `stamp`: wake its waiters here once the transaction commits, and on PostgreSQL tell the
         other instances in the same commit."""
         if is_sqlite():
-            database.after_commit(lambda: self._announce_local(chat_id, stamp))
+            # Noted before the commit: the watcher may see the commit before the callback runs.
+            # (A transaction that rolls back leaves a stamp no row has: harmless.)
+            self._note_announced(chat_id, stamp)
+            database.after_commit(lambda: self.notify(chat_id))
         else:
             queries.NOTIFY.execute(NOTIFY_CHANNEL, f"{INSTANCE} {chat_id}")
             database.after_commit(lambda: self.notify(chat_id))
 
-    def _announce_local(self, chat_id, stamp):
+    def _note_announced(self, chat_id, stamp):
         now = time.monotonic()
         with self._lock:
             self._announced[chat_id] = (stored_stamp(stamp), now)
@@ -105,7 +109,6 @@ class ChatChanges:
                 if now - oldest[1] < ANNOUNCED_KEPT_SECONDS:
                     break
                 self._announced.popitem(last=False)
-        self.notify(chat_id)
 
     def changed_elsewhere(self, chat_id, stamp=None):
         """The watcher saw this chat change (to `updated_at` = `stamp`, on SQLite)."""
@@ -179,7 +182,13 @@ class ChangeWatcher:
             if is_sqlite() and db.database in ("", ":memory:"):
                 self._watching = db  # no other process can see it
                 return
-            kind = SQLiteWatch(db.database) if is_sqlite() else PostgresWatch(db)
+            try:
+                kind = SQLiteWatch(db.database) if is_sqlite() else PostgresWatch(db)
+            except ImportError:  # psycopg2 alone serves requests, but cannot LISTEN here
+                logger.warning("waiting polls learn of other instances' changes only with "
+                               "psycopg 3: pip install -r requirements-postgres.txt")
+                self._watching = db
+                return
             try:
                 kind.open()
             except kind.errors as error:
@@ -239,7 +248,8 @@ class SQLiteWatch:
     def open(self):
         self.connection = open_watch_connection(self.path)
         self.version = self._data_version()
-        self.since = self.connection.execute(queries.NEWEST_CHAT_CHANGE.sql).fetchone()[0] or ""
+        newest = self.connection.execute(queries.NEWEST_CHAT_CHANGE.sql).fetchone()[0] or ""
+        self.since = min(newest, stored_stamp(utcnow()))
 
     def _data_version(self):
         return self.connection.execute("PRAGMA data_version").fetchone()[0]
@@ -254,7 +264,10 @@ class SQLiteWatch:
         self.version = version
         rows = self.connection.execute(queries.CHATS_CHANGED_SINCE.sql, (self.since,)).fetchall()
         if rows:
-            self.since = rows[-1][1]
+            # Never past this machine's clock: a chat stamped in the future (a clock stepped
+            # back, data copied from a fast one) would otherwise hide every change until then.
+            # Such a chat is only announced again with each change, until its time comes.
+            self.since = min(rows[-1][1], stored_stamp(utcnow()))
         return rows
 
     def close(self):
@@ -266,16 +279,20 @@ class SQLiteWatch:
 class PostgresWatch:
     """`LISTEN` on a connection of its own; each writing transaction's `NOTIFY` carries the
     chat's id and the instance that wrote it (this one's own are skipped: it woke its waiters
-    already)."""
+    already). A connection that died silently (a NAT forgetting it, a failover) would just
+    never notify again: TCP keepalives and a query every `LISTEN_CHECK_SECONDS` find it out.
+    (LISTEN needs a session of its own: through pgbouncer, only in session mode.)"""
     name = "PostgreSQL"
 
     def __init__(self, db):
         import psycopg
 
         self.errors = (psycopg.Error,)
-        self.connect = lambda: psycopg.connect(dbname=db.database, autocommit=True,
-                                               **{"connect_timeout": 10, **db.connect_params})
+        options = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                   "keepalives_interval": 10, "keepalives_count": 3, **db.connect_params}
+        self.connect = lambda: psycopg.connect(dbname=db.database, autocommit=True, **options)
         self.connection = None
+        self.checked = 0.0
 
     def is_open(self):
         return self.connection is not None
@@ -283,12 +300,16 @@ class PostgresWatch:
     def open(self):
         self.connection = self.connect()
         self.connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self.checked = time.monotonic()
 
     def changes(self, stop):
         for notice in self.connection.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
             instance, _, chat_id = notice.payload.partition(" ")
             if instance != INSTANCE and chat_id.isdigit():
                 yield int(chat_id), None
+        if time.monotonic() - self.checked > LISTEN_CHECK_SECONDS:
+            self.connection.execute("SELECT 1")  # raises on a dead connection: reconnect
+            self.checked = time.monotonic()
 
     def close(self):
         if self.connection is not None:

@@ -121,7 +121,10 @@ class EventLoop:
         if known is not None:
             self._unregister(fd)  # another dispatcher's, or other events
         if events:
-            self.selector.register(fd, events, dispatcher)
+            try:
+                self.selector.register(fd, events, dispatcher)
+            except OSError:  # closed by a worker meanwhile (waitress's send_continue may)
+                return
             self.registered[fd] = (dispatcher, events)
 
     def _forget(self, dispatcher):

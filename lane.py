@@ -13,7 +13,9 @@ the poll comes back in ahead of new requests. So the threads are still needed, f
 
 `LaneDispatcher` is waitress's task dispatcher made to follow the lane; `held` puts a request in
 the lane wherever it runs (the Flask test client, `flask run`, another WSGI server). PostgreSQL
-requests wait on the network, so there they run side by side and the lane does nothing.
+requests wait on the network, so there they run side by side: under `python app.py` the lane
+has WAITRESS_THREADS places there (the pool has a thread more for each poll that may wait, and
+the lane keeps those from all running requests at once), and elsewhere `held` does nothing.
 
 `Connection`, waitress's connection on both backends, also cuts slow clients (a request, head
 and body, must arrive within deadlines) and closes idle connections once the server is draining.
@@ -38,12 +40,14 @@ VERIFIED_WAITRESS = "3.0"
 
 
 class RequestLane:
-    """The lane: `busy` while a thread is in it; threads coming back in (`entering`) go first."""
+    """The lane: at most `capacity` threads in it at once (one on SQLite; on PostgreSQL,
+    `create_server` makes it WAITRESS_THREADS); threads coming back in (`entering`) go first."""
 
     def __init__(self):
         self.mutex = threading.Lock()
         self._entry = threading.Condition(self.mutex)
-        self.busy = False  # a thread is in the lane
+        self.capacity = 1
+        self.running = 0  # threads in the lane
         self.entering = 0  # threads waiting to enter (returning long-polls first of all)
         self._thread = threading.local()
         self.freed = None  # called under `mutex` when the lane is left and no one is entering
@@ -51,6 +55,10 @@ class RequestLane:
     @staticmethod
     def active():
         return models.is_sqlite()
+
+    @property
+    def busy(self):
+        return self.running >= self.capacity
 
     def inside(self):
         return getattr(self._thread, "inside", False)
@@ -88,7 +96,7 @@ class RequestLane:
             self.take_locked()
 
     def take_locked(self):
-        self.busy = True
+        self.running += 1
         self._thread.inside = True
 
     def leave(self):
@@ -98,8 +106,9 @@ class RequestLane:
                 self.freed()
 
     def leave_locked(self):
-        """Free the lane; a thread waiting to enter gets it before any queued request."""
-        self.busy = False
+        """Free a place in the lane; a thread waiting to enter gets it before any queued
+        request."""
+        self.running -= 1
         self._thread.inside = False
         if self.entering:
             self._entry.notify()
@@ -116,10 +125,6 @@ class BareThreads:
 
     def start_new_thread(self, target, thread_no):
         _thread.start_new_thread(target, (thread_no,))
-
-
-class Pool(BareThreads, ThreadedTaskDispatcher):
-    """waitress's thread pool on PostgreSQL, where requests run side by side."""
 
 
 class LaneDispatcher(BareThreads, ThreadedTaskDispatcher):
@@ -278,14 +283,18 @@ class Connection(HTTPChannel):
         return super().readable()
 
 
-def create_server(app, header_timeout, request_timeout, **settings):
-    """`waitress.server.create_server` with `Connection`s, and the lane's dispatcher on SQLite
-    (`Pool` on PostgreSQL). (waitress 3 takes a dispatcher through its `_dispatcher` argument.)
+def create_server(app, header_timeout, request_timeout, request_threads=16, **settings):
+    """`waitress.server.create_server` with `Connection`s and the lane's dispatcher. (waitress 3
+    takes a dispatcher through its `_dispatcher` argument.)
 
     The server's socket map (listeners, connections, waitress's triggers) is `server.socket_map`.
     """
     sockets = {}
-    pool = LaneDispatcher() if request_lane.active() else Pool()
+    # With a thread for each poll that may wait, the threads no longer bound how many
+    # requests run at once: the lane does, with WAITRESS_THREADS places on PostgreSQL (whose
+    # requests wait on the network, so run side by side), one on SQLite.
+    request_lane.capacity = 1 if request_lane.active() else request_threads
+    pool = LaneDispatcher()
     pool.set_thread_count(settings.get("threads", 4))
     settings["_dispatcher"] = pool
     server = waitress.server.create_server(app, map=sockets, **settings)

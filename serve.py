@@ -21,6 +21,7 @@ connection forever, since CHANNEL_TIMEOUT counts only silence.
 On SIGTERM the server stops accepting connections, lets the requests in flight finish for up to
 SHUTDOWN_GRACE_SECONDS, and exits 0.
 """
+import contextlib
 import errno
 import gc
 import logging
@@ -53,7 +54,6 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # (256 KiB was the least that did so when measured; Python 3.11 runs Python calls off the C
 # stack).
 THREAD_STACK_BYTES = 512 * 1024
-FILES_BESIDES_CONNECTIONS = 128  # the database, the log, the listeners, the triggers
 
 # glibc's malloc keeps freed blocks in a cache per thread (tcache) and opens up to 8 arenas per
 # core: with a thread per waiting poll, memory held for nothing. Without them, 2,000 waiting
@@ -68,7 +68,7 @@ def main():
     app = create_app()
     waiters = app.config["LONGPOLL_MAX_WAITERS"]
     options = server_settings(os.environ, waiters)
-    allow_open_files(options, waiters)
+    allow_open_files(options, waiters, app.config["DB_POOL_SIZE"])
     threading.stack_size(THREAD_STACK_BYTES)
     try:
         start_with_database(app)
@@ -86,11 +86,15 @@ def main():
 def tune_malloc():
     """Run this process again (the same pid and arguments) with MALLOC_TUNING, on glibc:
     glibc reads it only when a process starts. An operator's own GLIBC_TUNABLES, even empty,
-    is left alone."""
-    if "GLIBC_TUNABLES" in os.environ or platform.libc_ver()[0] != "glibc":
+    is left alone; so is a program read from standard input, which cannot be read twice."""
+    if "GLIBC_TUNABLES" in os.environ or platform.libc_ver()[0] != "glibc" \
+            or not sys.executable or sys.argv[0] in ("", "-"):
         return
     os.environ["GLIBC_TUNABLES"] = MALLOC_TUNING
-    os.execv(sys.executable, sys.orig_argv)
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError:  # carry on untuned
+        del os.environ["GLIBC_TUNABLES"]
 
 
 # What stops start-up because of the database rather than a bug: the driver's errors, the
@@ -115,7 +119,7 @@ def listen(app, options):
     host, port = options["waitress"]["host"], options["waitress"]["port"]
     try:
         server = lane.create_server(app, options["header_timeout"], options["request_timeout"],
-                                    **options["waitress"])
+                                    options["request_threads"], **options["waitress"])
     except ValueError:  # waitress found no such address
         refuse("HOST", f"{host!r} is not an address to listen on")
     except RuntimeError as error:  # the system refused a thread of the pool
@@ -187,13 +191,20 @@ def server_settings(environ, longpoll_waiters):
                         trusted_proxy_headers={"x-forwarded-for"}, trusted_proxy_count=1,
                         clear_untrusted_proxy_headers=True)
     return {"waitress": waitress,
+            "request_threads": request_threads,
             "connection_limit_set": connection_limit is not None,
             "header_timeout": read(environ, "HEADER_TIMEOUT", 10, integer(1, 3600)),
             "request_timeout": read(environ, "REQUEST_TIMEOUT", 30, integer(1, 3600)),
             "shutdown_grace": read(environ, "SHUTDOWN_GRACE_SECONDS", 10, integer(0, 3600))}
 
 
-def allow_open_files(options, longpoll_waiters):
+def files_besides_connections(pool_size):
+    """The log, the listeners, the triggers, the watcher, and the database connections (a
+    SQLite connection in WAL mode holds three files)."""
+    return 64 + 3 * pool_size
+
+
+def allow_open_files(options, longpoll_waiters, pool_size):
     """Each connection is an open file: raise the process's soft limit (often 1,024) as far as
     the hard limit allows. Stop with one line when even the waiting polls cannot fit; when only
     the default connection limit cannot, lower it to what fits and say so."""
@@ -202,24 +213,30 @@ def allow_open_files(options, longpoll_waiters):
     except ImportError:  # not on Unix
         return
     waitress = options["waitress"]
+    besides = files_besides_connections(pool_size)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        # macOS says so, and refuses a soft limit of "infinity": ask for what is needed.
+        wanted = waitress["connection_limit"] + besides
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        return
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard == resource.RLIM_INFINITY:
-        return
-    room = hard - FILES_BESIDES_CONNECTIONS
+    room = hard - besides
     least = waitress["threads"] + longpoll_waiters + 1  # every thread busy, N polls waiting
     if room < least:
         refuse("LONGPOLL_MAX_WAITERS",
                f"{longpoll_waiters} waiting polls and {waitress['threads'] - longpoll_waiters} "
-               f"request threads need at least {least + FILES_BESIDES_CONNECTIONS} open files, "
+               f"request threads need at least {least + besides} open files, "
                f"and this process may open at most {hard} (ulimit -Hn): lower it, or raise "
                f"the limit (LimitNOFILE= in a systemd unit)")
     limit = waitress["connection_limit"]
     if limit > room:
         if options["connection_limit_set"]:
             refuse("CONNECTION_LIMIT",
-                   f"{limit} connections need {limit + FILES_BESIDES_CONNECTIONS} open files, "
+                   f"{limit} connections need {limit + besides} open files, "
                    f"and this process may open at most {hard} (ulimit -Hn)")
         logger.warning("the open-file limit (%d, ulimit -Hn) allows %d connections, not the "
                        "%d that LONGPOLL_MAX_WAITERS=%d asks for: limited to %d", hard, room,
@@ -270,7 +287,11 @@ def drain(server, grace, loop):
     logger.info("SIGTERM: no new connections; waiting up to %g s for %d request(s) in flight",
                 grace, len(busy))
     longpoll.stop_waiting()  # waiting long-polls answer at once with what they have
+    swept = time.monotonic()
     while busy and time.monotonic() < deadline:
+        if time.monotonic() - swept >= 1:  # the listeners' maintenance no longer runs
+            loop.sweep()  # slow clients' deadlines, idle connections
+            swept = time.monotonic()
         loop.run_once(min(1.0, deadline - time.monotonic()))
         busy = [c for c in lane.connections(sockets) if c.in_flight()]
     if busy:
