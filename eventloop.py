@@ -18,9 +18,12 @@ waitress pauses accepting at the connection limit and runs its maintenance.
 import contextlib
 import selectors
 import threading
+import time
 
 import waitress.server
 from waitress import wasyncore
+
+ACCEPT_REST_SECONDS = 0.25
 
 # Which connection the current worker thread is serving (set by `lane.Connection.service`).
 serving = threading.local()
@@ -37,9 +40,11 @@ class EventLoop:
         # Found once: scanning the map on every turn would cost the loop every connection.
         self._listeners = [item for item in self.map.values()
                            if isinstance(item, waitress.server.BaseWSGIServer)]
+        self._resting = {}  # listener -> when it may accept again
         for listener in self._listeners:
             listener.event_loop = self
             listener.pull_trigger = self.pull_trigger_marking(listener.pull_trigger)
+            listener.handle_accept = self.accept_or_rest(listener, listener.handle_accept)
         self.sweep()
 
     def listeners(self):
@@ -65,6 +70,17 @@ class EventLoop:
                 pull_trigger()
         return pull
 
+    def accept_or_rest(self, listener, handle_accept):
+        """The listener's `handle_accept`; when accept fails (out of open files, say), the
+        listener rests a moment instead of being woken again at once by the connection still
+        waiting: a loop spinning on it, logging a traceback each turn, would stop the server."""
+        def accept():
+            before = len(self.map)
+            handle_accept()
+            if len(self.map) == before:
+                self._resting[listener] = time.monotonic() + ACCEPT_REST_SECONDS
+        return accept
+
     def run_once(self, timeout):
         """One turn: bring the registrations up to date, wait up to `timeout` seconds, and
         dispatch the events."""
@@ -74,6 +90,8 @@ class EventLoop:
             self.consider(dispatcher)
         if self._maintenance_ran():
             self.sweep()
+        if self._resting:
+            timeout = min(timeout, max(0.0, min(self._resting.values()) - time.monotonic()))
         events = self.selector.select(timeout)
         dispatched = []
         for key, mask in events:
@@ -87,8 +105,13 @@ class EventLoop:
     def _maintenance_ran(self):
         """Ask the listeners (which may run waitress's maintenance); True when it ran."""
         ran = False
+        now = time.monotonic()
         for listener in self.listeners():
-            self.consider(listener)
+            if self._resting.get(listener, 0) > now:
+                self._unwatch(listener)
+            else:
+                self._resting.pop(listener, None)
+                self.consider(listener)
             cleanup = listener.next_channel_cleanup
             if self._cleanups.get(listener) != cleanup:
                 self._cleanups[listener] = cleanup
@@ -126,6 +149,11 @@ class EventLoop:
             except OSError:  # closed by a worker meanwhile (waitress's send_continue may)
                 return
             self.registered[fd] = (dispatcher, events)
+
+    def _unwatch(self, dispatcher):
+        known = self.registered.get(dispatcher._fileno)
+        if known is not None and known[0] is dispatcher:
+            self._unregister(dispatcher._fileno)
 
     def _forget(self, dispatcher):
         fd = getattr(dispatcher, "_loop_fd", None)

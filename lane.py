@@ -22,6 +22,7 @@ and body, must arrive within deadlines) and closes idle connections once the ser
 """
 import _thread
 import contextlib
+import itertools
 import threading
 import time
 
@@ -132,28 +133,75 @@ class LaneDispatcher(BareThreads, ThreadedTaskDispatcher):
 
     A thread that finishes a request keeps the lane and takes the next one; the others sleep
     until the lane is free with work queued: no hand-off between requests under load.
-    Built on waitress 3's dispatcher (its lock, queue and thread counts).
+
+    The pool keeps `spare` threads (WAITRESS_THREADS) and grows, up to `most`, when work waits
+    for a lane place that is free and every thread is taken (by waiting long-polls): a thread
+    for each waiting poll, made when it is needed. A thread that finds `spare` others idle
+    ends, so that memory follows the polls waiting now. Built on waitress 3's dispatcher (its
+    lock, queue and thread counts).
     """
 
-    def __init__(self, lane=request_lane):
+    def __init__(self, lane=request_lane, spare=1, most=None):
         super().__init__()
         self.lane = lane
         self.lock = lane.mutex
         self.queue_cv = threading.Condition(self.lock)
         self.thread_exit_cv = threading.Condition(self.lock)
+        self.spare = spare
+        self.most = most  # None: only the threads set_thread_count starts
+        self._numbers = itertools.count()
         lane.freed = self._wake_one_if_queued
+
+    def _idle_threads(self):
+        return len(self.threads) - self.stop_count - self.active_count
 
     def _wake_one_if_queued(self):
         if self.queue:
+            self._wake_or_grow()
+
+    def _wake_or_grow(self):
+        if self._idle_threads() > 0:
             self.queue_cv.notify()
+        elif self.most is not None and len(self.threads) - self.stop_count < self.most:
+            with contextlib.suppress(RuntimeError):  # logged: the queue waits for a thread
+                self._start_thread_locked()
+
+    def _start_thread_locked(self):
+        """One more thread (it runs once the caller lets go of the lock)."""
+        thread_no = next(self._numbers)
+        try:
+            self.start_new_thread(self.handler_thread, thread_no)
+        except RuntimeError as error:
+            self.logger.error("cannot start a thread: %s", error)
+            raise
+        self.threads.add(thread_no)
+        self.active_count += 1
+
+    def set_thread_count(self, count):
+        with self.lock:
+            running = len(self.threads) - self.stop_count
+            while running < count:
+                self._start_thread_locked()
+                running += 1
+            if running > count:
+                self.stop_count += running - count
+                self.queue_cv.notify_all()
 
     def _may_take_task(self):
         return self.queue and not self.lane.busy and not self.lane.entering
+
+    def _surplus(self):
+        return self.most is not None and self._idle_threads() >= self.spare
 
     def handler_thread(self, thread_no):
         while True:
             with self.lock:
                 while not self._may_take_task() and self.stop_count == 0:
+                    if self._surplus():  # `spare` others wait idle already: this one ends
+                        self.active_count -= 1
+                        self.threads.discard(thread_no)
+                        self.thread_exit_cv.notify()
+                        return
                     self.active_count -= 1
                     self.queue_cv.wait()
                     self.active_count += 1
@@ -179,11 +227,11 @@ class LaneDispatcher(BareThreads, ThreadedTaskDispatcher):
         with self.lock:
             self.queue.append(task)
             if not self.lane.busy and not self.lane.entering:
-                self.queue_cv.notify()
+                self._wake_or_grow()
             # Queued requests are normal here (they wait for the lane, not for a thread); what
             # is worth a warning is every thread being taken, by long-polls above all.
-            idle_threads = len(self.threads) - self.stop_count - self.active_count
-            if idle_threads <= 0:
+            if self._idle_threads() <= 0 and (
+                    self.most is None or len(self.threads) - self.stop_count >= self.most):
                 self.queue_logger.warning("Task queue depth is %d (every thread is busy)",
                                           len(self.queue))
 
@@ -294,8 +342,8 @@ def create_server(app, header_timeout, request_timeout, request_threads=16, **se
     # requests run at once: the lane does, with WAITRESS_THREADS places on PostgreSQL (whose
     # requests wait on the network, so run side by side), one on SQLite.
     request_lane.capacity = 1 if request_lane.active() else request_threads
-    pool = LaneDispatcher()
-    pool.set_thread_count(settings.get("threads", 4))
+    pool = LaneDispatcher(spare=request_threads, most=settings.get("threads", request_threads))
+    pool.set_thread_count(request_threads)
     settings["_dispatcher"] = pool
     server = waitress.server.create_server(app, map=sockets, **settings)
     for listener in listeners(sockets):

@@ -338,3 +338,42 @@ def test_a_connection_stays_open_after_a_poll_that_waited_past_the_header_timeou
                 assert chunk, "the server closed the connection"
                 received += chunk
             assert answer.status == 200 and time.monotonic() - started >= 2.9
+
+
+def test_sigterm_answers_requests_still_in_the_accept_backlog(tmp_path, database_url, app):
+    """Clients that connected and sent their poll just before the signal are answered, not
+    reset: the server takes in its backlog before it stops listening."""
+    clients = 200
+    raise_open_files_limit()
+    chats = open_chats(app, clients)
+    release_database()
+    with running_server(tmp_path, database_url) as server:
+        polls = RawPolls(server.url)
+        try:
+            for number, (email, token, chat_id) in enumerate(chats):
+                polls.post(number, POLL, poll_data(email, chat_id), token)
+            server.process.send_signal(signal.SIGTERM)
+            answers = polls.wait_for(range(clients), timeout=30)
+            assert server.process.wait(30) == 0
+        finally:
+            polls.close()
+    assert sorted(answer.status for answer in answers.values()) == [200] * clients
+
+
+def test_a_body_far_past_the_limit_is_refused_before_it_is_read(tmp_path, database_url, app):
+    """MAX_CONTENT_LENGTH (64 KiB) answers 413 in JSON; far past it (64 KiB more) waitress
+    stops reading at once rather than take the body to a temporary file first."""
+    email, token, chat_id = open_chats(app, 1)[0]
+    release_database()
+    with running_server(tmp_path, database_url) as server:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        over = requests.post(f"{server.url}/api/client/live/chat", timeout=30,
+                             headers=headers, data=b"x" * (100 * 1024))
+        assert over.status_code == 413 and over.json()["error"]["code"] == "payload_too_large"
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"POST /api/client/live/chat HTTP/1.1\r\nHost: test\r\n"
+                               b"Content-Type: application/json\r\n"
+                               b"Content-Length: 1000000000\r\n\r\n" + b"x" * 1024)
+            answer = connection.recv(65536)  # at once: it does not wait for the gigabyte
+        assert answer.startswith(b"HTTP/1.1 413 ")
