@@ -28,6 +28,7 @@ from models import database, database_switch_hooks, is_sqlite, utcnow
 logger = logging.getLogger("supportzen.changes")
 
 NOTIFY_CHANNEL = "supportzen_chat_changes"
+STATUS_MARK = " status"  # ends the payload of a close or a reopen
 SQLITE_WATCH_SECONDS = 0.1
 LISTEN_TIMEOUT_SECONDS = 0.25  # how soon the PostgreSQL watcher notices it should stop
 LISTEN_CHECK_SECONDS = 30  # how often it makes sure its connection is alive
@@ -40,12 +41,15 @@ INSTANCE = uuid.uuid4().hex[:12]
 
 class Waiter:
     """One waiting poll: a lock held until its chat changes (cheaper than an Event)."""
-    __slots__ = ("_signal", "pending")
+    __slots__ = ("_signal", "pending", "status_changed")
 
     def __init__(self):
         self._signal = threading.Lock()
         self._signal.acquire()
         self.pending = False  # a wake-up not yet taken (changed under the registry's lock)
+        # The chat was closed or reopened meanwhile: the poll answers even when a close and a
+        # reopen came one after the other, and the status it reads is the one it started with.
+        self.status_changed = False
 
 
 class ChatChanges:
@@ -66,11 +70,12 @@ class ChatChanges:
         with self._lock:
             return sum(map(len, self._waiters.values()))
 
-    def notify(self, chat_id):
+    def notify(self, chat_id, status_changed=False):
         with self._lock:
             waiters = self._waiters.get(chat_id)
             if waiters:
                 for waiter in waiters:
+                    waiter.status_changed |= status_changed
                     self._wake(waiter)
 
     def wake_all(self):
@@ -86,18 +91,18 @@ class ChatChanges:
             self.woken += 1
             waiter._signal.release()
 
-    def announce_after_commit(self, chat_id, stamp):
-        """In a write transaction that changed the chat and stamped its `updated_at` with
-        `stamp`: wake its waiters here once the transaction commits, and on PostgreSQL tell the
-        other instances in the same commit."""
+    def announce_after_commit(self, chat_id, stamp, status_changed=False):
+        """In a write transaction that changed the chat (its status, when `status_changed`)
+        and stamped its `updated_at` with `stamp`: wake its waiters here once the transaction
+        commits, and on PostgreSQL tell the other instances in the same commit."""
         if is_sqlite():
             # Noted before the commit: the watcher may see the commit before the callback runs.
             # (A transaction that rolls back leaves a stamp no row has: harmless.)
             self._note_announced(chat_id, stamp)
-            database.after_commit(lambda: self.notify(chat_id))
         else:
-            queries.NOTIFY.execute(NOTIFY_CHANNEL, f"{INSTANCE} {chat_id}")
-            database.after_commit(lambda: self.notify(chat_id))
+            queries.NOTIFY.execute(NOTIFY_CHANNEL, f"{INSTANCE} {chat_id}"
+                                                   + (STATUS_MARK if status_changed else ""))
+        database.after_commit(lambda: self.notify(chat_id, status_changed))
 
     def _note_announced(self, chat_id, stamp):
         now = time.monotonic()
@@ -110,14 +115,14 @@ class ChatChanges:
                     break
                 self._announced.popitem(last=False)
 
-    def changed_elsewhere(self, chat_id, stamp=None):
+    def changed_elsewhere(self, chat_id, stamp=None, status_changed=False):
         """The watcher saw this chat change (to `updated_at` = `stamp`, on SQLite)."""
         if stamp is not None:
             with self._lock:
                 announced = self._announced.get(chat_id)
                 if announced is not None and announced[0] == stamp:
                     return  # our own commit, already announced
-        self.notify(chat_id)
+        self.notify(chat_id, status_changed)
 
     def watch(self, chat_id):
         """Register a waiter before reading, so a change between the read and the wait is not
@@ -216,8 +221,8 @@ class ChangeWatcher:
                         if attempt:
                             logger.info("watching other processes' changes again")
                     attempt = 0
-                    for chat_id, stamp in kind.changes(stop):
-                        self.registry.changed_elsewhere(chat_id, stamp)
+                    for chat_id, stamp, status_changed in kind.changes(stop):
+                        self.registry.changed_elsewhere(chat_id, stamp, status_changed)
                 except kind.errors as error:
                     self._complain(kind.name, error)
                     kind.close()
@@ -255,7 +260,8 @@ class SQLiteWatch:
         return self.connection.execute("PRAGMA data_version").fetchone()[0]
 
     def changes(self, stop):
-        """(chat id, updated_at) of each chat changed since the last call, after a pause."""
+        """(chat id, updated_at, False) of each chat changed since the last call, after a
+        pause. (Whether its status changed is not known here: a poll compares the status.)"""
         if stop.wait(SQLITE_WATCH_SECONDS):
             return []
         version = self._data_version()
@@ -268,7 +274,7 @@ class SQLiteWatch:
             # back, data copied from a fast one) would otherwise hide every change until then.
             # Such a chat is only announced again with each change, until its time comes.
             self.since = min(rows[-1][1], stored_stamp(utcnow()))
-        return rows
+        return [(chat_id, stamp, False) for chat_id, stamp in rows]
 
     def close(self):
         if self.connection is not None:
@@ -305,8 +311,10 @@ class PostgresWatch:
     def changes(self, stop):
         for notice in self.connection.notifies(timeout=LISTEN_TIMEOUT_SECONDS):
             instance, _, chat_id = notice.payload.partition(" ")
+            status_changed = chat_id.endswith(STATUS_MARK)
+            chat_id = chat_id.removesuffix(STATUS_MARK)
             if instance != INSTANCE and chat_id.isdigit():
-                yield int(chat_id), None
+                yield int(chat_id), None, status_changed
         if time.monotonic() - self.checked > LISTEN_CHECK_SECONDS:
             self.connection.execute("SELECT 1")  # raises on a dead connection: reconnect
             self.checked = time.monotonic()

@@ -170,7 +170,7 @@ def set_status(chat, status):
     with write_transaction():
         now = utcnow()
         if queries.SET_STATUS.execute(status, now, chat.id, status).rowcount:
-            changes.announce_after_commit(chat.id, now)
+            changes.announce_after_commit(chat.id, now, status_changed=True)
     return status
 
 

@@ -268,9 +268,32 @@ class Connection(HTTPChannel):
     def _flush_outbufs_below_high_watermark(self):
         if self.total_outbufs_len > self.adj.outbuf_high_watermark:
             with request_lane.paused():
-                super()._flush_outbufs_below_high_watermark()
-        else:
-            super()._flush_outbufs_below_high_watermark()
+                self._wait_for_the_client_to_read()
+
+    def _wait_for_the_client_to_read(self):
+        """waitress 3.0's wait (channel.py) for a client to take its answers, with a deadline:
+        a client that takes nothing for CHANNEL_TIMEOUT seconds is cut off, and the thread
+        goes back to work. (waitress waits for ever: a few clients pipelining requests and
+        never reading would hold a thread each.)"""
+        with self.outbuf_lock:
+            _, failed = self._flush_exception(self._flush_some, do_close=False)
+            if failed:  # the loop closes the connection; wait for it, as waitress does
+                self.server.pull_trigger()
+                self.outbuf_lock.wait()
+                return
+            deadline = time.monotonic() + self.adj.channel_timeout
+            while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
+                self.server.pull_trigger()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.will_close = True
+                    self.connected = False  # `write_soon` raises ClientDisconnected
+                    self.server.pull_trigger()
+                    return
+                unsent = self.total_outbufs_len
+                self.outbuf_lock.wait(remaining)
+                if self.total_outbufs_len < unsent:  # it reads: the clock starts again
+                    deadline = time.monotonic() + self.adj.channel_timeout
 
     def received(self, data):
         with self.clock_lock:

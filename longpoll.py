@@ -141,8 +141,8 @@ def wait_for_change(chat, cursor, deadline, poller):
             if not poller.still_allowed():
                 raise AuthenticationFailed()
             remaining = deadline - time.monotonic()
-            if page.messages or page.status != chat.status or remaining <= 0 \
-                    or shutting_down.is_set():
+            if page.messages or page.status != chat.status or waiter.status_changed \
+                    or remaining <= 0 or shutting_down.is_set():
                 return page
             database.close()  # the connection goes back to the pool while this waits
             with request_lane.paused():

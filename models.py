@@ -165,10 +165,12 @@ class BackgroundCheckpoints:
 
     @staticmethod
     def _run(path, stop):
-        connection = open_checkpoint_connection(path)
+        connection = None
         try:
             while not stop.wait(CHECKPOINT_SECONDS):
                 try:
+                    if connection is None:  # (a folder removed meanwhile fails here: retried)
+                        connection = open_checkpoint_connection(path)
                     # Most of the log is copied while requests go on. The last few commits are
                     # copied with this process's writers held off: a log copied to its end is
                     # started again from the top by the next writer, and one that never is
@@ -181,7 +183,8 @@ class BackgroundCheckpoints:
                     database_trouble.log.once_a_minute(
                         logger, logging.WARNING, f"background checkpoint failed: {error}")
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
 
 def open_checkpoint_connection(path):

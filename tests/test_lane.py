@@ -217,6 +217,45 @@ def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.slow
+def test_a_client_that_never_reads_is_cut_off_and_frees_its_thread(tmp_path, database_url, app):
+    """The same stalled client against a server with one thread in all: waitress would keep
+    that thread waiting for the client for ever; after CHANNEL_TIMEOUT of nothing taken the
+    connection is closed and the thread serves the others again."""
+    [reader] = seed_customers(app, 1)
+    release_database()
+    env = {"WAITRESS_THREADS": "1", "LONGPOLL_MAX_WAITERS": "0", "CHANNEL_TIMEOUT": "2",
+           "MAX_POLL_PAGE_BYTES": str(64 * 1024 * 1024)}
+    with running_server(tmp_path, database_url, WATCHED_SERVER, env) as server:
+        chat_id = open_chat(server, reader)
+        big = "\N{GRINNING FACE}" * 10_000  # 4 bytes each in the JSON answer (UTF-8)
+        with requests.Session() as session:
+            for _ in range(100):
+                body = json.dumps({"data": {"email": reader[0], "chat_id": chat_id,
+                                            "message": big}}, ensure_ascii=False).encode()
+                response = session.post(f"{server.url}/api/client/live/chat", data=body,
+                                        timeout=30,
+                                        headers={"Authorization": f"Bearer {reader[1]}",
+                                                 "Content-Type": "application/json"})
+                assert response.status_code == 200, response.text
+        poll = json.dumps({"data": {"email": reader[0], "chat_id": chat_id,
+                                    "limit": 100}}).encode()
+        request = (b"POST /api/client/live/messages HTTP/1.1\r\nHost: test\r\n"
+                   b"Content-Type: application/json\r\nAuthorization: Bearer "
+                   + reader[1].encode() + b"\r\nContent-Length: " + str(len(poll)).encode()
+                   + b"\r\n\r\n" + poll)
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+            stalled.sendall(request * 10)  # about 40 MB of answers, none of them read
+            # The only thread now waits for the client, outside the lane.
+            wait_until(lambda: stepped_out(server), what="the stalled answer to leave the lane")
+            started = time.monotonic()
+            assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
+            assert time.monotonic() - started < 15
+        assert "Traceback" not in server.log()
+
+
 def test_waitress_is_the_release_lane_py_was_verified_on():
     """lane.py copies the dispatcher loop of one waitress release and uses its private hooks:
     another release may have changed them without any other test noticing."""

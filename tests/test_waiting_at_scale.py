@@ -44,6 +44,12 @@ def poll_data(email, chat_id, after=1, wait=WAIT):
     return {"email": email, "chat_id": chat_id, "after": after, "wait": wait}
 
 
+def poll_each(polls, chats):
+    """A waiting customer poll on each chat, keyed by its index."""
+    for number, (email, token, chat_id) in enumerate(chats):
+        polls.post(number, POLL, poll_data(email, chat_id), token)
+
+
 def long_polls(server):
     return requests.get(f"{server.url}/healthz", timeout=10).json()["data"]["long_polls"]
 
@@ -78,8 +84,7 @@ def test_more_than_1024_connections_are_served_on_one_process(tmp_path, database
                         env={"LONGPOLL_MAX_WAITERS": str(waiters)}) as server:
         polls = RawPolls(server.url)
         try:
-            for number, (email, token, chat_id) in enumerate(chats):
-                polls.post(number, POLL, poll_data(email, chat_id), token)
+            poll_each(polls, chats)
             polls.idle(idle)
             wait_for_waiting(server, waiters)
             assert polls.pump(0.5) == {}  # every poll still waits
@@ -110,8 +115,7 @@ def test_a_change_wakes_exactly_the_polls_of_its_chat(tmp_path, database_url, ap
     with running_server(tmp_path, database_url) as server:
         polls = RawPolls(server.url)
         try:
-            for number, (email, token, chat_id) in enumerate(chats):
-                polls.post(number, POLL, poll_data(email, chat_id), token)
+            poll_each(polls, chats)
             polls.get("agent", f"/api/agent/chats/{chats[0][2]}/messages?after=1&wait={WAIT}",
                       agent.token)
             wait_for_waiting(server, 21)
@@ -161,8 +165,7 @@ def test_polls_beyond_the_waiter_cap_answer_at_once_with_a_hint(tmp_path, databa
     with running_server(tmp_path, database_url, env={"LONGPOLL_MAX_WAITERS": "5"}) as server:
         polls = RawPolls(server.url)
         try:
-            for number, (email, token, chat_id) in enumerate(chats[:5]):
-                polls.post(number, POLL, poll_data(email, chat_id), token)
+            poll_each(polls, chats[:5])
             wait_for_waiting(server, 5)
             email, token, chat_id = chats[5]
             started = time.monotonic()
@@ -299,8 +302,7 @@ def test_sigterm_answers_hundreds_of_waiting_polls_at_once(tmp_path, database_ur
     with running_server(tmp_path, database_url, env=env) as server:
         polls = RawPolls(server.url)
         try:
-            for number, (email, token, chat_id) in enumerate(chats):
-                polls.post(number, POLL, poll_data(email, chat_id), token)
+            poll_each(polls, chats)
             wait_for_waiting(server, waiters)
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
@@ -350,8 +352,7 @@ def test_sigterm_answers_requests_still_in_the_accept_backlog(tmp_path, database
     with running_server(tmp_path, database_url) as server:
         polls = RawPolls(server.url)
         try:
-            for number, (email, token, chat_id) in enumerate(chats):
-                polls.post(number, POLL, poll_data(email, chat_id), token)
+            poll_each(polls, chats)
             server.process.send_signal(signal.SIGTERM)
             answers = polls.wait_for(range(clients), timeout=30)
             assert server.process.wait(30) == 0
@@ -377,3 +378,53 @@ def test_a_body_far_past_the_limit_is_refused_before_it_is_read(tmp_path, databa
                                b"Content-Length: 1000000000\r\n\r\n" + b"x" * 1024)
             answer = connection.recv(65536)  # at once: it does not wait for the gigabyte
         assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_a_close_and_a_reopen_one_after_the_other_end_the_wait(tmp_path, database_url, app):
+    """The poll may read the chat only once it is open again: it must answer all the same
+    (with the status it reads), not sleep through both changes."""
+    chats = open_chats(app, 20)
+    agent = new_agent(app, "alice")
+    release_database()
+    with running_server(tmp_path, database_url) as server:
+        polls = RawPolls(server.url)
+        try:
+            poll_each(polls, chats)
+            wait_for_waiting(server, len(chats))
+            port = int(server.url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+                requests_in_a_row = b"".join(
+                    f"POST /api/agent/chats/{chat_id}/{action} HTTP/1.1\r\nHost: test\r\n"
+                    f"Authorization: Bearer {agent.token}\r\nContent-Length: 0\r\n\r\n".encode()
+                    for _, _, chat_id in chats for action in ("close", "reopen"))
+                connection.sendall(requests_in_a_row)  # pipelined: back to back
+                answers = polls.wait_for(range(len(chats)), timeout=5)
+        finally:
+            polls.close()
+    for answer in answers.values():
+        assert answer.status == 200 and answer.json()["data"]["messages"] == []
+        assert answer.json()["data"]["status"] in ("open", "closed")
+
+
+@needs_postgres
+def test_a_close_and_a_reopen_through_another_instance_end_the_wait(
+        tmp_path, database_url, app):
+    email, token, chat_id = open_chats(app, 1)[0]
+    agent = new_agent(app, "alice")
+    release_database()
+    with running_server(tmp_path, database_url) as one, \
+            running_server(tmp_path, database_url) as two:
+        polls = RawPolls(two.url)
+        try:
+            polls.post("poll", POLL, poll_data(email, chat_id), token)
+            wait_for_waiting(two, 1)
+            for action in ("close", "reopen"):
+                answer = requests.post(f"{one.url}/api/agent/chats/{chat_id}/{action}",
+                                       timeout=30,
+                                       headers={"Authorization": f"Bearer {agent.token}"})
+                assert answer.status_code == 200
+            answer = polls.wait_for(["poll"], timeout=2)["poll"]  # its wait was 25 s
+        finally:
+            polls.close()
+    # Closed or open again, as the poll read it: what matters is that it answered at once.
+    assert answer.status == 200 and answer.json()["data"]["status"] in ("open", "closed")
