@@ -104,6 +104,12 @@ class RawPolls:
             sock.close()
         self.selector.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
 
 def parse(data):
     """The HTTP answer in `data`, or None while it is incomplete."""

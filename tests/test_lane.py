@@ -186,13 +186,9 @@ def test_the_log_is_checkpointed_in_the_background(database_url, make_app):
         assert raw.execute("SELECT COUNT(*) FROM message").fetchone() == (1501,)
 
 
-@pytest.mark.slow
-def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
-    """A client pipelines polls with large answers and reads none: once waitress holds more
-    than its high-water mark of unsent output for it, that request waits outside the lane."""
-    server, customers, _ = lane_server
-    reader, other = customers[0], customers[1]
-    chat_id = open_chat(server, reader)
+def fill_with_big_messages(server, reader, chat_id):
+    """100 messages of 40 KB into the chat; a poll request for all of them (about 4 MB of
+    answer), to send without reading its answer."""
     big = "\N{GRINNING FACE}" * 10_000  # 4 bytes each in the JSON answer (UTF-8)
     with requests.Session() as session:
         for _ in range(100):
@@ -203,10 +199,20 @@ def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
                                              "Content-Type": "application/json"})
             assert response.status_code == 200, response.text
     poll = json.dumps({"data": {"email": reader[0], "chat_id": chat_id, "limit": 100}}).encode()
-    request = (b"POST /api/client/live/messages HTTP/1.1\r\nHost: test\r\n"
-               b"Content-Type: application/json\r\nAuthorization: Bearer "
-               + reader[1].encode() + b"\r\nContent-Length: " + str(len(poll)).encode()
-               + b"\r\n\r\n" + poll)
+    return (b"POST /api/client/live/messages HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/json\r\nAuthorization: Bearer "
+            + reader[1].encode() + b"\r\nContent-Length: " + str(len(poll)).encode()
+            + b"\r\n\r\n" + poll)
+
+
+@pytest.mark.slow
+def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
+    """A client pipelines polls with large answers and reads none: once waitress holds more
+    than its high-water mark of unsent output for it, that request waits outside the lane."""
+    server, customers, _ = lane_server
+    reader, other = customers[0], customers[1]
+    chat_id = open_chat(server, reader)
+    request = fill_with_big_messages(server, reader, chat_id)
     with socket.socket() as stalled:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
@@ -228,22 +234,7 @@ def test_a_client_that_never_reads_is_cut_off_and_frees_its_thread(tmp_path, dat
            "MAX_POLL_PAGE_BYTES": str(64 * 1024 * 1024)}
     with running_server(tmp_path, database_url, WATCHED_SERVER, env) as server:
         chat_id = open_chat(server, reader)
-        big = "\N{GRINNING FACE}" * 10_000  # 4 bytes each in the JSON answer (UTF-8)
-        with requests.Session() as session:
-            for _ in range(100):
-                body = json.dumps({"data": {"email": reader[0], "chat_id": chat_id,
-                                            "message": big}}, ensure_ascii=False).encode()
-                response = session.post(f"{server.url}/api/client/live/chat", data=body,
-                                        timeout=30,
-                                        headers={"Authorization": f"Bearer {reader[1]}",
-                                                 "Content-Type": "application/json"})
-                assert response.status_code == 200, response.text
-        poll = json.dumps({"data": {"email": reader[0], "chat_id": chat_id,
-                                    "limit": 100}}).encode()
-        request = (b"POST /api/client/live/messages HTTP/1.1\r\nHost: test\r\n"
-                   b"Content-Type: application/json\r\nAuthorization: Bearer "
-                   + reader[1].encode() + b"\r\nContent-Length: " + str(len(poll)).encode()
-                   + b"\r\n\r\n" + poll)
+        request = fill_with_big_messages(server, reader, chat_id)
         with socket.socket() as stalled:
             stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))

@@ -81,107 +81,97 @@ def test_more_than_1024_connections_are_served_on_one_process(tmp_path, database
     chats = open_chats(app, waiters)
     release_database()
     with running_server(tmp_path, database_url,
-                        env={"LONGPOLL_MAX_WAITERS": str(waiters)}) as server:
-        polls = RawPolls(server.url)
-        try:
-            poll_each(polls, chats)
-            polls.idle(idle)
-            wait_for_waiting(server, waiters)
-            assert polls.pump(0.5) == {}  # every poll still waits
+                        env={"LONGPOLL_MAX_WAITERS": str(waiters)}) as server, \
+            RawPolls(server.url) as polls:
+        poll_each(polls, chats)
+        polls.idle(idle)
+        wait_for_waiting(server, waiters)
+        assert polls.pump(0.5) == {}  # every poll still waits
 
-            # New requests are answered at once beside them...
-            started = time.monotonic()
-            assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
-            assert time.monotonic() - started < 1
-            # ...and each waiting poll answers its own chat's message.
-            woken = range(0, waiters, 25)
-            for number in woken:
-                email, token, chat_id = chats[number]
-                send(server, email, token, chat_id, f"for poll {number}")
-            answers = polls.wait_for(woken, timeout=10)
-            for number, answer in answers.items():
-                assert answer.status == 200 and texts(answer) == [f"for poll {number}"]
-            polls.pump(0.3)
-            assert set(polls.answers) == set(woken)  # no other poll answered
-            assert long_polls(server)["waiting"] == waiters - len(woken)
-        finally:
-            polls.close()
+        # New requests are answered at once beside them...
+        started = time.monotonic()
+        assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        assert time.monotonic() - started < 1
+        # ...and each waiting poll answers its own chat's message.
+        woken = range(0, waiters, 25)
+        for number in woken:
+            email, token, chat_id = chats[number]
+            send(server, email, token, chat_id, f"for poll {number}")
+        answers = polls.wait_for(woken, timeout=10)
+        for number, answer in answers.items():
+            assert answer.status == 200 and texts(answer) == [f"for poll {number}"]
+        polls.pump(0.3)
+        assert set(polls.answers) == set(woken)  # no other poll answered
+        assert long_polls(server)["waiting"] == waiters - len(woken)
 
 
 def test_a_change_wakes_exactly_the_polls_of_its_chat(tmp_path, database_url, app):
     chats = open_chats(app, 20)
     agent = new_agent(app, "alice")
     release_database()
-    with running_server(tmp_path, database_url) as server:
-        polls = RawPolls(server.url)
-        try:
-            poll_each(polls, chats)
-            polls.get("agent", f"/api/agent/chats/{chats[0][2]}/messages?after=1&wait={WAIT}",
-                      agent.token)
-            wait_for_waiting(server, 21)
-            woken_before = long_polls(server)["woken"]
+    with running_server(tmp_path, database_url) as server, RawPolls(server.url) as polls:
+        poll_each(polls, chats)
+        polls.get("agent", f"/api/agent/chats/{chats[0][2]}/messages?after=1&wait={WAIT}",
+                  agent.token)
+        wait_for_waiting(server, 21)
+        woken_before = long_polls(server)["woken"]
 
-            # A customer's message: its own poll and the agent's poll on that chat.
-            email, token, chat_id = chats[0]
-            send(server, email, token, chat_id, "only chat 0")
-            answers = polls.wait_for([0, "agent"], timeout=10)
-            assert texts(answers[0]) == texts(answers["agent"]) == ["only chat 0"]
-            wait_for_waiting(server, 19)
-            assert long_polls(server)["woken"] == woken_before + 2  # no other poll was woken
+        # A customer's message: its own poll and the agent's poll on that chat.
+        email, token, chat_id = chats[0]
+        send(server, email, token, chat_id, "only chat 0")
+        answers = polls.wait_for([0, "agent"], timeout=10)
+        assert texts(answers[0]) == texts(answers["agent"]) == ["only chat 0"]
+        wait_for_waiting(server, 19)
+        assert long_polls(server)["woken"] == woken_before + 2  # no other poll was woken
 
-            # A poll for what comes after seq 3: the message that is seq 3 wakes it (it reads,
-            # finds nothing for it, and waits on). On SQLite the watcher also sees this
-            # process's own commit: it must not wake the poll a second time for it.
-            polls.post("later", POLL, poll_data(email, chat_id, after=3), token)
-            wait_for_waiting(server, 20)
-            send(server, email, token, chat_id, "seq 3")
-            polls.pump(0.5)  # five turns of the SQLite watcher
-            assert "later" not in polls.answers
-            assert long_polls(server)["woken"] == woken_before + 3
-            woken_before += 1
+        # A poll for what comes after seq 3: the message that is seq 3 wakes it (it reads,
+        # finds nothing for it, and waits on). On SQLite the watcher also sees this
+        # process's own commit: it must not wake the poll a second time for it.
+        polls.post("later", POLL, poll_data(email, chat_id, after=3), token)
+        wait_for_waiting(server, 20)
+        send(server, email, token, chat_id, "seq 3")
+        polls.pump(0.5)  # five turns of the SQLite watcher
+        assert "later" not in polls.answers
+        assert long_polls(server)["woken"] == woken_before + 3
+        woken_before += 1
 
-            # An agent's reply and a close: one poll each.
-            reply = requests.post(f"{server.url}/api/agent/chats/{chats[5][2]}/messages",
-                                  json={"data": {"message": "for chat 5"}}, timeout=30,
-                                  headers={"Authorization": f"Bearer {agent.token}"})
-            assert reply.status_code == 200
-            closed = requests.post(f"{server.url}/api/agent/chats/{chats[7][2]}/close",
-                                   timeout=30, headers={"Authorization": f"Bearer {agent.token}"})
-            assert closed.status_code == 200
-            answers = polls.wait_for([5, 7], timeout=10)
-            assert texts(answers[5]) == ["for chat 5"]
-            assert answers[7].json()["data"]["status"] == "closed"
-            polls.pump(0.3)
-            assert set(polls.answers) == {0, "agent", 5, 7}
-            assert long_polls(server)["woken"] == woken_before + 4
-            assert long_polls(server)["waiting"] == 18
-        finally:
-            polls.close()
+        # An agent's reply and a close: one poll each.
+        reply = requests.post(f"{server.url}/api/agent/chats/{chats[5][2]}/messages",
+                              json={"data": {"message": "for chat 5"}}, timeout=30,
+                              headers={"Authorization": f"Bearer {agent.token}"})
+        assert reply.status_code == 200
+        closed = requests.post(f"{server.url}/api/agent/chats/{chats[7][2]}/close",
+                               timeout=30, headers={"Authorization": f"Bearer {agent.token}"})
+        assert closed.status_code == 200
+        answers = polls.wait_for([5, 7], timeout=10)
+        assert texts(answers[5]) == ["for chat 5"]
+        assert answers[7].json()["data"]["status"] == "closed"
+        polls.pump(0.3)
+        assert set(polls.answers) == {0, "agent", 5, 7}
+        assert long_polls(server)["woken"] == woken_before + 4
+        assert long_polls(server)["waiting"] == 18
 
 
 def test_polls_beyond_the_waiter_cap_answer_at_once_with_a_hint(tmp_path, database_url, app):
     chats = open_chats(app, 6)
     release_database()
-    with running_server(tmp_path, database_url, env={"LONGPOLL_MAX_WAITERS": "5"}) as server:
-        polls = RawPolls(server.url)
-        try:
-            poll_each(polls, chats[:5])
-            wait_for_waiting(server, 5)
-            email, token, chat_id = chats[5]
-            started = time.monotonic()
-            answer = requests.post(f"{server.url}{POLL}", timeout=30,
-                                   headers={"Authorization": f"Bearer {token}"},
-                                   json={"data": poll_data(email, chat_id)})
-            assert time.monotonic() - started < 2
-            assert answer.status_code == 200
-            page = answer.json()["data"]
-            assert page["messages"] == [] and page["next_after"] == 1
-            assert 2 <= page["retry_after"] <= 6
-            assert answer.headers["Retry-After"] == str(page["retry_after"])
-            assert long_polls(server) | {"woken": 0} == {"waiting": 5, "capacity": 5,
-                                                          "woken": 0}
-        finally:
-            polls.close()
+    with running_server(tmp_path, database_url, env={"LONGPOLL_MAX_WAITERS": "5"}) as server, \
+            RawPolls(server.url) as polls:
+        poll_each(polls, chats[:5])
+        wait_for_waiting(server, 5)
+        email, token, chat_id = chats[5]
+        started = time.monotonic()
+        answer = requests.post(f"{server.url}{POLL}", timeout=30,
+                               headers={"Authorization": f"Bearer {token}"},
+                               json={"data": poll_data(email, chat_id)})
+        assert time.monotonic() - started < 2
+        assert answer.status_code == 200
+        page = answer.json()["data"]
+        assert page["messages"] == [] and page["next_after"] == 1
+        assert 2 <= page["retry_after"] <= 6
+        assert answer.headers["Retry-After"] == str(page["retry_after"])
+        assert long_polls(server) | {"woken": 0} == {"waiting": 5, "capacity": 5,
+                                                      "woken": 0}
 
 
 def poll_through(server, email, token, chat_id, after=1, wait=20):
@@ -300,16 +290,13 @@ def test_sigterm_answers_hundreds_of_waiting_polls_at_once(tmp_path, database_ur
     release_database()
     env = {"LONGPOLL_MAX_WAITERS": str(waiters), "DB_POOL_SIZE": "4"}
     with running_server(tmp_path, database_url, env=env) as server:
-        polls = RawPolls(server.url)
-        try:
+        with RawPolls(server.url) as polls:
             poll_each(polls, chats)
             wait_for_waiting(server, waiters)
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             answers = polls.wait_for(range(waiters), timeout=20)
             assert server.process.wait(20) == 0
-        finally:
-            polls.close()
         for answer in answers.values():
             assert answer.status == 200 and answer.json()["data"]["messages"] == []
         assert max(answer.arrived for answer in answers.values()) - signalled < 5
@@ -349,15 +336,11 @@ def test_sigterm_answers_requests_still_in_the_accept_backlog(tmp_path, database
     raise_open_files_limit()
     chats = open_chats(app, clients)
     release_database()
-    with running_server(tmp_path, database_url) as server:
-        polls = RawPolls(server.url)
-        try:
-            poll_each(polls, chats)
-            server.process.send_signal(signal.SIGTERM)
-            answers = polls.wait_for(range(clients), timeout=30)
-            assert server.process.wait(30) == 0
-        finally:
-            polls.close()
+    with running_server(tmp_path, database_url) as server, RawPolls(server.url) as polls:
+        poll_each(polls, chats)
+        server.process.send_signal(signal.SIGTERM)
+        answers = polls.wait_for(range(clients), timeout=30)
+        assert server.process.wait(30) == 0
     assert sorted(answer.status for answer in answers.values()) == [200] * clients
 
 
@@ -386,21 +369,17 @@ def test_a_close_and_a_reopen_one_after_the_other_end_the_wait(tmp_path, databas
     chats = open_chats(app, 20)
     agent = new_agent(app, "alice")
     release_database()
-    with running_server(tmp_path, database_url) as server:
-        polls = RawPolls(server.url)
-        try:
-            poll_each(polls, chats)
-            wait_for_waiting(server, len(chats))
-            port = int(server.url.rsplit(":", 1)[1])
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-                requests_in_a_row = b"".join(
-                    f"POST /api/agent/chats/{chat_id}/{action} HTTP/1.1\r\nHost: test\r\n"
-                    f"Authorization: Bearer {agent.token}\r\nContent-Length: 0\r\n\r\n".encode()
-                    for _, _, chat_id in chats for action in ("close", "reopen"))
-                connection.sendall(requests_in_a_row)  # pipelined: back to back
-                answers = polls.wait_for(range(len(chats)), timeout=5)
-        finally:
-            polls.close()
+    with running_server(tmp_path, database_url) as server, RawPolls(server.url) as polls:
+        poll_each(polls, chats)
+        wait_for_waiting(server, len(chats))
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            requests_in_a_row = b"".join(
+                f"POST /api/agent/chats/{chat_id}/{action} HTTP/1.1\r\nHost: test\r\n"
+                f"Authorization: Bearer {agent.token}\r\nContent-Length: 0\r\n\r\n".encode()
+                for _, _, chat_id in chats for action in ("close", "reopen"))
+            connection.sendall(requests_in_a_row)  # pipelined: back to back
+            answers = polls.wait_for(range(len(chats)), timeout=5)
     for answer in answers.values():
         assert answer.status == 200 and answer.json()["data"]["messages"] == []
         assert answer.json()["data"]["status"] in ("open", "closed")
@@ -413,18 +392,14 @@ def test_a_close_and_a_reopen_through_another_instance_end_the_wait(
     agent = new_agent(app, "alice")
     release_database()
     with running_server(tmp_path, database_url) as one, \
-            running_server(tmp_path, database_url) as two:
-        polls = RawPolls(two.url)
-        try:
-            polls.post("poll", POLL, poll_data(email, chat_id), token)
-            wait_for_waiting(two, 1)
-            for action in ("close", "reopen"):
-                answer = requests.post(f"{one.url}/api/agent/chats/{chat_id}/{action}",
-                                       timeout=30,
-                                       headers={"Authorization": f"Bearer {agent.token}"})
-                assert answer.status_code == 200
-            answer = polls.wait_for(["poll"], timeout=2)["poll"]  # its wait was 25 s
-        finally:
-            polls.close()
+            running_server(tmp_path, database_url) as two, RawPolls(two.url) as polls:
+        polls.post("poll", POLL, poll_data(email, chat_id), token)
+        wait_for_waiting(two, 1)
+        for action in ("close", "reopen"):
+            answer = requests.post(f"{one.url}/api/agent/chats/{chat_id}/{action}",
+                                   timeout=30,
+                                   headers={"Authorization": f"Bearer {agent.token}"})
+            assert answer.status_code == 200
+        answer = polls.wait_for(["poll"], timeout=2)["poll"]  # its wait was 25 s
     # Closed or open again, as the poll read it: what matters is that it answered at once.
     assert answer.status == 200 and answer.json()["data"]["status"] in ("open", "closed")
