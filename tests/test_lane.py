@@ -1,6 +1,7 @@
 """The request lane on a real waitress server: long-polls wait outside it, so they never hold up
 other requests, and they come back in (with their message) while the server is under load.
 Plus SQLite's background checkpoints, which keep the write-ahead log from growing."""
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -205,6 +206,18 @@ def fill_with_big_messages(server, reader, chat_id):
             + b"\r\n\r\n" + poll)
 
 
+@contextlib.contextmanager
+def stalled_client(server, requests_in_a_row):
+    """A connection that sends `requests_in_a_row` and reads nothing, once its answer has left
+    the request lane to wait for it."""
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+        stalled.sendall(requests_in_a_row)
+        wait_until(lambda: stepped_out(server), what="the stalled answer to leave the lane")
+        yield
+
+
 @pytest.mark.slow
 def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
     """A client pipelines polls with large answers and reads none: once waitress holds more
@@ -213,11 +226,7 @@ def test_a_client_that_stops_reading_does_not_stop_the_server(lane_server):
     reader, other = customers[0], customers[1]
     chat_id = open_chat(server, reader)
     request = fill_with_big_messages(server, reader, chat_id)
-    with socket.socket() as stalled:
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
-        stalled.sendall(request * 8)  # about 32 MB of answers, none of them read
-        wait_until(lambda: stepped_out(server), what="the stalled answer to leave the lane")
+    with stalled_client(server, request * 8):  # about 32 MB of answers, none of them read
         other_chat = open_chat(server, other)  # would wait out waitress's 120 s timeout
         assert other_chat.startswith("chat-")
     assert "Traceback" not in server.log()
@@ -235,12 +244,8 @@ def test_a_client_that_never_reads_is_cut_off_and_frees_its_thread(tmp_path, dat
     with running_server(tmp_path, database_url, WATCHED_SERVER, env) as server:
         chat_id = open_chat(server, reader)
         request = fill_with_big_messages(server, reader, chat_id)
-        with socket.socket() as stalled:
-            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            stalled.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
-            stalled.sendall(request * 10)  # about 40 MB of answers, none of them read
-            # The only thread now waits for the client, outside the lane.
-            wait_until(lambda: stepped_out(server), what="the stalled answer to leave the lane")
+        # The only thread then waits for the client, outside the lane.
+        with stalled_client(server, request * 10):  # about 40 MB of answers, none read
             started = time.monotonic()
             assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
             assert time.monotonic() - started < 15
