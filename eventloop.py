@@ -20,7 +20,6 @@ import selectors
 import threading
 import time
 
-import waitress.server
 from waitress import wasyncore
 
 ACCEPT_REST_SECONDS = 0.25
@@ -30,16 +29,15 @@ serving = threading.local()
 
 
 class EventLoop:
-    def __init__(self, socket_map):
+    def __init__(self, socket_map, listeners):
         self.map = socket_map
         self.selector = selectors.DefaultSelector()
         self.registered = {}  # fd -> (dispatcher, events) as the selector has them
         self._changed = set()  # dispatchers to ask again (marked from any thread)
         self._changed_lock = threading.Lock()
         self._cleanups = {}  # listener -> its next maintenance time, as last seen
-        # Found once: scanning the map on every turn would cost the loop every connection.
-        self._listeners = [item for item in self.map.values()
-                           if isinstance(item, waitress.server.BaseWSGIServer)]
+        # Given once: scanning the map on every turn would cost the loop every connection.
+        self._listeners = list(listeners)
         self._resting = {}  # listener -> when it may accept again
         for listener in self._listeners:
             listener.event_loop = self

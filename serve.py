@@ -254,7 +254,7 @@ def serve_until_terminated(server, grace):
     """The loop (eventloop.py), until SIGTERM; then `drain`. The signal handler only sets a
     flag (it runs in the loop's thread, between any two lines), and a thread wakes the loop."""
     sockets = server.socket_map
-    loop = eventloop.EventLoop(sockets)
+    loop = eventloop.EventLoop(sockets, lane.listeners(sockets))
     terminated = threading.Event()
     wake_loop = lane.listeners(sockets)[0].pull_trigger  # its trigger outlives the listener
 
