@@ -11,12 +11,19 @@ from envelope import read_data, success
 from idempotency import idempotent
 from models import CHAT_CLOSED, CHAT_OPEN
 from ratelimits import agent_calls
-from schemas import AgentChatsQuery, AgentMessagesQuery, AgentReadSchema, AgentReplySchema
+from schemas import (
+    AgentChatsQuery,
+    AgentEventsQuery,
+    AgentMessagesQuery,
+    AgentReadSchema,
+    AgentReplySchema,
+)
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
 
 chats_query = AgentChatsQuery()
 messages_query = AgentMessagesQuery()
+events_query = AgentEventsQuery()
 reply_schema = AgentReplySchema()
 read_schema = AgentReadSchema()
 
@@ -72,13 +79,14 @@ def reply(fields, chat):
 def mark_read(chat_id):
     fields = read_schema.load(read_data())
     chat = chats.find_chat(chat_id)
-    read_seq, unread = chats.mark_read(chat, AGENT, fields["seq"])
+    read_seq, unread = chats.mark_read(chat, AGENT, fields["seq"], agent=g.agent)
     return success("Read mark saved.", answers.read_mark_json(chat, read_seq, unread))
 
 
 def change_status(chat_id, status, message):
     chat = chats.find_chat(chat_id)
-    return success(message, {"chatId": chat.public_id, "status": chats.set_status(chat, status)})
+    return success(message, {"chatId": chat.public_id,
+                             "status": chats.set_status(chat, status, agent=g.agent)})
 
 
 @bp.post("/chats/<chat_id>/close")
@@ -93,3 +101,16 @@ def close_chat(chat_id):
 @agent_calls
 def reopen_chat(chat_id):
     return change_status(chat_id, CHAT_OPEN, "Chat reopened.")
+
+
+@bp.get("/events")
+@require_agent
+@agent_calls
+def follow_events():
+    """The event log after `after`, waiting up to `wait` seconds for a first new event."""
+    query = events_query.load(request.args.to_dict())
+    page = longpoll.poll_events(query["after"], query["limit"],
+                                current_app.config["MAX_POLL_PAGE_BYTES"], query["wait"],
+                                current_app.extensions["waiter_slots"],
+                                longpoll.Poller(auth.caller_still_allowed))
+    return success("Events.", answers.events_json(page), answers.poll_headers(page))

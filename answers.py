@@ -1,5 +1,6 @@
 """How chats and messages look in the API's answers, as each `Side` sees them."""
-from chats import as_datetime
+import events
+from models import as_datetime, iso_utc
 
 
 def whole_if_integral(number):
@@ -7,16 +8,12 @@ def whole_if_integral(number):
     return int(number) if float(number).is_integer() else number
 
 
-def iso(moment):
-    return moment.isoformat(timespec="milliseconds") + "Z"
-
-
 def message_json(row, side):
     """A `MessageRow` as `side` sees it: customers see no more of an agent than a display
     name."""
     item = {"messageId": row.public_id, "seq": row.seq, "sender": row.sender,
             "message": row.body, "image_url": row.image_url,
-            "created_at": iso(as_datetime(row.created_at))}
+            "created_at": iso_utc(as_datetime(row.created_at))}
     by_agent = row.agent_id is not None
     if side.sees_everything:
         item["agent"] = ({"name": row.agent_name, "display_name": row.agent_display_name}
@@ -30,11 +27,12 @@ def chat_json(row, side, detail=False):
     """A `ChatListRow` as `side` sees it; agents also see the customer and what the chat was
     created with, and with `detail` every read mark."""
     item = {"chatId": row.public_id, "status": row.status,
-            "created_at": iso(as_datetime(row.created_at)),
-            "updated_at": iso(as_datetime(row.updated_at)),
-            "last_message": {"seq": row.last_message_seq, "sender": row.last_message_sender,
-                             "preview": row.last_message_preview,
-                             "created_at": iso(as_datetime(row.last_message_created_at))},
+            "created_at": iso_utc(as_datetime(row.created_at)),
+            "updated_at": iso_utc(as_datetime(row.updated_at)),
+            "last_message": {
+                "seq": row.last_message_seq, "sender": row.last_message_sender,
+                "preview": row.last_message_preview,
+                "created_at": iso_utc(as_datetime(row.last_message_created_at))},
             "unread": row.unread}
     if side.sees_everything:
         item.update(customer={"email": row.customer_email, "name": row.customer_name},
@@ -70,3 +68,12 @@ def poll_headers(page):
 
 def read_mark_json(chat, read_seq, unread):
     return {"chatId": chat.public_id, "read_seq": read_seq, "unread": unread}
+
+
+def events_json(page):
+    """An `events.EventPage`: each event exactly as the log (and a webhook) has it."""
+    answer = {"events": [events.as_json(row) for row in page.events],
+              "next_after": page.next_after, "has_more": page.has_more}
+    if page.retry_after is not None:
+        answer["retry_after"] = page.retry_after
+    return answer

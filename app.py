@@ -27,6 +27,7 @@ import migrations
 import models
 import ratelimits
 import settings
+import webhooks
 from changes import changes
 from dbtrouble import database_trouble, describe_failure
 from envelope import success
@@ -180,10 +181,12 @@ def register_blueprints(app):
 
 def register_commands(app):
     import cli
+    import webhooks_cli
 
     app.cli.add_command(cli.users)
     app.cli.add_command(cli.agents)
     app.cli.add_command(cli.db)
+    app.cli.add_command(webhooks_cli.webhook_commands)
 
 
 def create_app(config=None):
@@ -258,6 +261,7 @@ def start_serving(app):
         if start != end:
             app.logger.info("database schema upgraded from version %s to %s", start, end)
         models.background_checkpoints.start()
+        webhooks.start_sending(app.config)
         app.logger.info("database: %s", models.describe_database())
         if not accounts.has_active_users():
             app.logger.warning(

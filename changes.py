@@ -29,6 +29,9 @@ logger = logging.getLogger("supportzen.changes")
 
 NOTIFY_CHANNEL = "supportzen_chat_changes"
 STATUS_MARK = " status"  # ends the payload of a close or a reopen
+# The waiters of the event log (the agent feed) wait under this key, beside the chats' ids;
+# a notification of it carries this word where a chat's carries its id.
+EVENTS = "events"
 SQLITE_WATCH_SECONDS = 0.1
 LISTEN_TIMEOUT_SECONDS = 0.25  # how soon the PostgreSQL watcher notices it should stop
 LISTEN_CHECK_SECONDS = 30  # how often it makes sure its connection is alive
@@ -65,6 +68,11 @@ class ChatChanges:
         # (chat id -> its updated_at as stored), so that the watcher does not announce it twice.
         self._announced = collections.OrderedDict()
         self.woken = 0  # waiting polls woken by a change, since the process started
+        # SQLite: the newest event this process wrote (the watcher skips what it announced).
+        self._own_event_id = 0
+        # Called (with no argument) after each commit that added events, here or elsewhere:
+        # the webhook sender's doorbell.
+        self.event_listeners = []
 
     def waiting(self):
         with self._lock:
@@ -103,6 +111,29 @@ class ChatChanges:
             queries.NOTIFY.execute(NOTIFY_CHANNEL, f"{INSTANCE} {chat_id}"
                                                    + (STATUS_MARK if status_changed else ""))
         database.after_commit(lambda: self.notify(chat_id, status_changed))
+
+    def announce_event(self, event_id):
+        """In a write transaction that added event `event_id`: wake the event log's waiters
+        once it commits, here and (PostgreSQL) in the other instances."""
+        if is_sqlite():
+            with self._lock:
+                self._own_event_id = max(self._own_event_id, event_id)
+        else:  # identical notifications of one transaction are delivered once
+            queries.NOTIFY.execute(NOTIFY_CHANNEL, f"{INSTANCE} {EVENTS}")
+        database.after_commit(self.events_added)
+
+    def events_added(self):
+        self.notify(EVENTS)
+        for listener in self.event_listeners:
+            listener()
+
+    def events_added_elsewhere(self, newest_id=None):
+        """The watcher saw new events (up to `newest_id`, on SQLite)."""
+        if newest_id is not None:
+            with self._lock:
+                if newest_id <= self._own_event_id:
+                    return  # our own, already announced
+        self.events_added()
 
     def _note_announced(self, chat_id, stamp):
         now = time.monotonic()
@@ -222,7 +253,10 @@ class ChangeWatcher:
                             logger.info("watching other processes' changes again")
                     attempt = 0
                     for chat_id, stamp, status_changed in kind.changes(stop):
-                        self.registry.changed_elsewhere(chat_id, stamp, status_changed)
+                        if chat_id == EVENTS:
+                            self.registry.events_added_elsewhere(stamp)
+                        else:
+                            self.registry.changed_elsewhere(chat_id, stamp, status_changed)
                 except kind.errors as error:
                     self._complain(kind.name, error)
                     kind.close()
@@ -245,7 +279,7 @@ class SQLiteWatch:
     def __init__(self, path):
         self.path = path
         self.connection = None
-        self.version = self.since = None
+        self.version = self.since = self.newest_event = None
 
     def is_open(self):
         return self.connection is not None
@@ -255,13 +289,19 @@ class SQLiteWatch:
         self.version = self._data_version()
         newest = self.connection.execute(queries.NEWEST_CHAT_CHANGE.sql).fetchone()[0] or ""
         self.since = min(newest, stored_stamp(utcnow()))
+        self.newest_event = self._newest_event()
+
+    def _newest_event(self):
+        row = self.connection.execute(queries.NEWEST_EVENT_ID.sql).fetchone()
+        return row[0] if row else 0
 
     def _data_version(self):
         return self.connection.execute("PRAGMA data_version").fetchone()[0]
 
     def changes(self, stop):
         """(chat id, updated_at, False) of each chat changed since the last call, after a
-        pause. (Whether its status changed is not known here: a poll compares the status.)"""
+        pause (whether its status changed is not known here: a poll compares the status),
+        then (EVENTS, newest event id, False) if events were added."""
         if stop.wait(SQLITE_WATCH_SECONDS):
             return []
         version = self._data_version()
@@ -274,7 +314,12 @@ class SQLiteWatch:
             # back, data copied from a fast one) would otherwise hide every change until then.
             # Such a chat is only announced again with each change, until its time comes.
             self.since = min(rows[-1][1], stored_stamp(utcnow()))
-        return [(chat_id, stamp, False) for chat_id, stamp in rows]
+        found = [(chat_id, stamp, False) for chat_id, stamp in rows]
+        newest_event = self._newest_event()
+        if newest_event != self.newest_event:
+            self.newest_event = newest_event
+            found.append((EVENTS, newest_event, False))
+        return found
 
     def close(self):
         if self.connection is not None:
@@ -313,8 +358,12 @@ class PostgresWatch:
             instance, _, chat_id = notice.payload.partition(" ")
             status_changed = chat_id.endswith(STATUS_MARK)
             chat_id = chat_id.removesuffix(STATUS_MARK)
-            if instance != INSTANCE and chat_id.isdigit():
+            if instance == INSTANCE:
+                continue
+            if chat_id.isdigit():
                 yield int(chat_id), None, status_changed
+            elif chat_id == EVENTS:
+                yield EVENTS, None, False
         if time.monotonic() - self.checked > LISTEN_CHECK_SECONDS:
             self.connection.execute("SELECT 1")  # raises on a dead connection: reconnect
             self.checked = time.monotonic()

@@ -17,12 +17,14 @@ import datetime
 import json
 from typing import NamedTuple
 
+import events
 import queries
 from changes import changes
 from models import (
     CHAT_OPEN,
     SENDER_AGENT,
     SENDER_USER,
+    as_datetime,
     new_public_id,
     utcnow,
     write_transaction,
@@ -102,13 +104,24 @@ def find_chat(public_id, user=None):
     return chat
 
 
-def insert_message(chat_id, seq, sender, body, image_url, agent_id, now):
-    """Store a message with its seq; returns its public id."""
-    public_id = new_public_id("msg")
-    queries.INSERT_MESSAGE.execute(public_id, chat_id, seq, sender, agent_id, body, image_url,
-                                   now)
+class StoredMessage(NamedTuple):
+    public_id: str
+    seq: int
+    sender: str
+    body: str
+    image_url: str | None
+    agent: object  # the agent who wrote it (its name and display_name), or None
+    created_at: datetime.datetime
+
+
+def insert_message(chat_id, seq, sender, body, image_url, agent, now):
+    """Store a message with its seq; its `StoredMessage`. (Its event is the caller's to
+    record, after any event that must come first.)"""
+    message = StoredMessage(new_public_id("msg"), seq, sender, body, image_url, agent, now)
+    queries.INSERT_MESSAGE.execute(message.public_id, chat_id, seq, sender,
+                                   None if agent is None else agent.id, body, image_url, now)
     changes.announce_after_commit(chat_id, now)
-    return public_id
+    return message
 
 
 class NewChat(NamedTuple):
@@ -133,8 +146,10 @@ def create_chat(user, name, plan_id, account_created_at, body, image_url=None, m
         public_id = new_public_id("chat")
         chat_id = queries.INSERT_CHAT.value(public_id, user.id, CHAT_OPEN, name, plan_id,
                                             account_created_at, now, now)
-        message_id = insert_message(chat_id, 1, SENDER_USER, body, image_url, None, now)
-    return NewChat(public_id, message_id)
+        message = insert_message(chat_id, 1, SENDER_USER, body, image_url, None, now)
+        events.chat_created(chat_id)
+        events.message_created(chat_id, message)
+    return NewChat(public_id, message.public_id)
 
 
 def add_agent_reply(chat, agent, body, image_url=None):
@@ -144,9 +159,10 @@ def add_agent_reply(chat, agent, body, image_url=None):
         bumped = queries.BUMP_CHAT.one(now, chat.id, CHAT_OPEN)
         if bumped is None:
             raise ChatClosed()
-        public_id = insert_message(bumped.id, bumped.last_seq, SENDER_AGENT, body, image_url,
-                                   agent.id, now)
-    return NewMessage(public_id, bumped.last_seq)
+        message = insert_message(bumped.id, bumped.last_seq, SENDER_AGENT, body, image_url,
+                                 agent, now)
+        events.message_created(bumped.id, message)
+    return NewMessage(message.public_id, bumped.last_seq)
 
 
 def send_as_customer(user, public_id, body, image_url=None):
@@ -160,28 +176,33 @@ def send_as_customer(user, public_id, body, image_url=None):
         if bumped is None:
             find_chat(public_id, user)  # raises ChatNotFound when it is not theirs
             raise ChatClosed()
-        public_id = insert_message(bumped.id, bumped.last_seq, SENDER_USER, body, image_url,
-                                   None, now)
-    return NewMessage(public_id, bumped.last_seq)
+        message = insert_message(bumped.id, bumped.last_seq, SENDER_USER, body, image_url,
+                                 None, now)
+        events.message_created(bumped.id, message)
+    return NewMessage(message.public_id, bumped.last_seq)
 
 
-def set_status(chat, status):
-    """Close or reopen a chat; doing it twice changes nothing the second time."""
+def set_status(chat, status, agent=None):
+    """Close or reopen a chat, as `agent` or (None) its customer; doing it twice changes
+    nothing the second time."""
     with write_transaction():
         now = utcnow()
         if queries.SET_STATUS.execute(status, now, chat.id, status).rowcount:
             changes.announce_after_commit(chat.id, now, status_changed=True)
+            events.status_changed(chat.id, status, agent)
     return status
 
 
-def mark_read(chat, side, seq):
-    """Move `side`'s read mark forward to `seq` (never back): (mark now stored, unread)."""
+def mark_read(chat, side, seq, agent=None):
+    """Move `side`'s read mark forward to `seq` (never back), as `agent` on the agents' side:
+    (mark now stored, unread)."""
     marks = side.read_marks
     with write_transaction():
         last_seq = queries.LAST_SEQ.value(chat.id)
         if seq > last_seq:
             raise SeqBeyondLast(last_seq)
-        marks.advance.execute(seq, chat.id, seq)
+        if marks.advance.execute(seq, chat.id, seq).rowcount:
+            events.read_mark_moved(chat.id, seq, agent)
         mark = marks.current.value(chat.id)
         unread = marks.unread.value(chat.id, side.unread_sender)
     return mark, unread
@@ -235,11 +256,6 @@ def json_bytes(value):
 
 def current_status(chat_id):
     return queries.CHAT_STATUS.value(chat_id)
-
-
-def as_datetime(value):
-    """A timestamp column as read: text on SQLite, a datetime on PostgreSQL."""
-    return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 # --- chat lists ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import accounts
 import auth
 import chats
 import dbtrouble
+import events
 import idempotency
 import ratelimits
 from envelope import APIError, failure, invalid_fields, options_answer
@@ -39,6 +40,9 @@ DOMAIN_ERRORS = {
         422, "idempotency_key_reused",
         "This Idempotency-Key was already used with a different request."),
     accounts.UserNotFound: (404, "user_not_found", "No active user has that email."),
+    events.CursorExpired: (410, "cursor_expired",
+                           "Events after this cursor are no longer kept: reload, then follow "
+                           "the events from the newest on (omit `after`)."),
     # One 401 for every authentication failure, so no cause can be told from another.
     auth.AuthenticationFailed: (401, "unauthorized", "Authentication failed.",
                                 {"WWW-Authenticate": "Bearer"}),

@@ -1,5 +1,5 @@
 """Long-polls: a poll with `wait` holds its request until a message arrives, the chat is closed
-or reopened, or the wait runs out.
+or reopened (the event log: an event is added), or the wait runs out.
 
 A waiting poll holds a server thread (serve.py gives the server one per waiting poll on top of
 its request threads), so at most `LONGPOLL_MAX_WAITERS` wait at once, and one caller's at most
@@ -22,8 +22,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import chats
+import events
 from auth import AuthenticationFailed
-from changes import changes
+from changes import EVENTS, changes
 from lane import request_lane
 from models import database
 
@@ -120,29 +121,63 @@ def poll(chat, cursor, wait, slots, poller):
     """The messages of `chat` after the cursor, waiting up to `wait` seconds for a first new
     one (or for the chat to be closed or reopened), when a waiting slot is free. Raises
     `AuthenticationFailed` when the poller was refused access while it waited."""
-    page = read_page(chat.id, cursor, chat.status)
-    if page.messages or wait <= 0 or shutting_down.is_set():
-        return page
+
+    def read():
+        return read_page(chat.id, cursor, chats.current_status(chat.id))
+
+    def is_news(page, waiter):
+        return page.messages or page.status != chat.status or waiter.status_changed
+
+    first = read_page(chat.id, cursor, chat.status)
+    return wait_for_news(chat.id, first, read, is_news, wait, slots, poller)
+
+
+def poll_events(after, limit, max_bytes, wait, slots, poller):
+    """The event log's `EventPage` after `after` (None: after the newest event), waiting up
+    to `wait` seconds for a first new event, when a waiting slot is free. Raises
+    `events.CursorExpired` for a cursor older than the events kept."""
+    start = events.newest_id() if after is None else after
+
+    def read():
+        return events.page_after(start, limit, max_bytes)
+
+    return wait_for_news(EVENTS, read(), read, lambda page, waiter: page.events, wait,
+                         slots, poller)
+
+
+def wait_for_news(key, first, read, is_news, wait, slots, poller):
+    """`first` (a page already read) when it holds news or the caller may not wait; else the
+    first page `read()` finds with news (`is_news(page, waiter)`) once `key` changed, or the
+    last one read when `wait` seconds ran out."""
+    if is_news(first, NO_CHANGE) or wait <= 0 or shutting_down.is_set():
+        return first
     if not slots.try_take(poller):
-        return page._replace(retry_after=random.randint(*RETRY_AFTER_SECONDS))
+        return first._replace(retry_after=random.randint(*RETRY_AFTER_SECONDS))
     try:
-        return wait_for_change(chat, cursor, time.monotonic() + wait, poller)
+        return wait_for_change(key, read, is_news, time.monotonic() + wait, poller)
     finally:
         slots.give_back(poller)
 
 
-def wait_for_change(chat, cursor, deadline, poller):
-    waiter = changes.watch(chat.id)
+class NoChange:
+    """The waiter of a page read before any wait: nothing has changed yet."""
+    status_changed = False
+
+
+NO_CHANGE = NoChange()
+
+
+def wait_for_change(key, read, is_news, deadline, poller):
+    waiter = changes.watch(key)
     try:
         while True:
-            page = read_page(chat.id, cursor, chats.current_status(chat.id))
+            page = read()
             # Asked after the read: a page read while the caller was still allowed holds only
             # what was written before any revocation.
             if not poller.still_allowed():
                 raise AuthenticationFailed()
             remaining = deadline - time.monotonic()
-            if page.messages or page.status != chat.status or waiter.status_changed \
-                    or remaining <= 0 or shutting_down.is_set():
+            if is_news(page, waiter) or remaining <= 0 or shutting_down.is_set():
                 return page
             database.close()  # the connection goes back to the pool while this waits
             with request_lane.paused():
@@ -152,4 +187,4 @@ def wait_for_change(chat, cursor, deadline, poller):
                 # at once by the stop would queue for the database instead of answering.
                 return page
     finally:
-        changes.stop_watching(chat.id, waiter)
+        changes.stop_watching(key, waiter)

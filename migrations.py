@@ -165,12 +165,74 @@ def name_indexes_as_the_models_do(database, migrator):
             migrate(migrator.sql(f'ALTER INDEX "{old_name}" RENAME TO "{new_name}"'))
 
 
+def frozen_version_5():
+    """The event log and webhook deliveries."""
+
+    class Event(Model):
+        id = BigIntegerField(primary_key=True)
+        type = CharField(max_length=32)
+        chat_id = BigIntegerField(null=True)
+        created_at = DateTimeField()
+        body = TextField()
+
+        class Meta:
+            legacy_table_names = False  # index names follow "event"
+
+    class EventCounter(Model):
+        last_id = BigIntegerField(default=0)
+
+        class Meta:
+            legacy_table_names = False  # index names follow "event_counter"
+
+    class WebhookEndpoint(Model):
+        url = CharField(max_length=2000, unique=True)
+        fanned_out_through = BigIntegerField(default=0)
+        created_at = DateTimeField()
+
+        class Meta:
+            legacy_table_names = False  # index names follow "webhook_endpoint"
+
+    class WebhookDelivery(Model):
+        endpoint = ForeignKeyField(WebhookEndpoint, index=False)
+        event_id = BigIntegerField()
+        chat_id = BigIntegerField(null=True)
+        state = CharField(max_length=10)
+        attempts = IntegerField(default=0)
+        next_attempt_at = DateTimeField()
+        claim = CharField(max_length=32, null=True)
+        claimed_until = DateTimeField(null=True)
+        created_at = DateTimeField()
+        last_attempt_at = DateTimeField(null=True)
+        last_status = IntegerField(null=True)
+        last_error = TextField(null=True)
+        delivered_at = DateTimeField(null=True)
+
+        class Meta:
+            legacy_table_names = False  # index names follow "webhook_delivery"
+            indexes = ((("endpoint", "event_id"), True),
+                       (("endpoint", "state", "event_id"), False),
+                       (("endpoint", "chat_id", "event_id"), False))
+
+    return SimpleNamespace(Event=Event, EventCounter=EventCounter,
+                           WebhookEndpoint=WebhookEndpoint, WebhookDelivery=WebhookDelivery,
+                           models=[Event, EventCounter, WebhookEndpoint, WebhookDelivery])
+
+
+version_5 = frozen_version_5()
+
+
+def event_log(database, migrator):
+    """The event log starts empty, at id 0: what happened before it is not replayed."""
+    database.create_tables(version_5.models)
+    version_5.EventCounter.create(id=1, last_id=0)
+
+
 MIGRATIONS = [initial_schema, two_way_chat, drop_redundant_indexes,
-              name_indexes_as_the_models_do]
+              name_indexes_as_the_models_do, event_log]
 # MIGRATIONS[n] takes version n to n + 1
 LATEST = len(MIGRATIONS)
 
-FROZEN_MODELS = [SchemaVersion, *version_1.models, *version_2.models]
+FROZEN_MODELS = [SchemaVersion, *version_1.models, *version_2.models, *version_5.models]
 
 
 def recorded_version(database):
@@ -229,7 +291,8 @@ def upgrade(target=LATEST):
 
 # --- copying a database (SQLite to PostgreSQL, say) ---------------------------------------
 
-COPY_ORDER = [models.User, models.Agent, models.Chat, models.Message, models.IdempotencyKey]
+COPY_ORDER = [models.User, models.Agent, models.Chat, models.Message, models.IdempotencyKey,
+              models.Event, models.WebhookEndpoint, models.WebhookDelivery]
 COPY_BATCH = 1000
 
 
@@ -255,7 +318,9 @@ def copy_database(target_url, on_batch=lambda model, count: None):
             models.database.initialize(source)
         for model in COPY_ORDER:
             copy_table(model, target, on_batch)
-        models.reset_sequences(target, COPY_ORDER)
+        models.reset_sequences(target, [model for model in COPY_ORDER
+                                        if model is not models.Event])
+        copy_event_counter(target)
         return {model._meta.table_name: count_both(model, target) for model in COPY_ORDER}
     finally:
         target.close_all()
@@ -269,6 +334,13 @@ def copy_table(model, target, on_batch):
             model.insert_many(rows).execute()
         last_id = rows[-1]["id"]
         on_batch(model, len(rows))
+
+
+def copy_event_counter(target):
+    """The copy's next event id follows the source's (the counter row exists on both)."""
+    last_id = models.EventCounter.get_by_id(1).last_id
+    with target.bind_ctx([models.EventCounter]), target.atomic():
+        models.EventCounter.update(last_id=last_id).where(models.EventCounter.id == 1).execute()
 
 
 def count_both(model, target):

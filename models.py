@@ -46,6 +46,16 @@ def utcnow():
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
+def as_datetime(value):
+    """A timestamp column as read: text on SQLite, a datetime on PostgreSQL."""
+    return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def iso_utc(moment):
+    """A naive UTC datetime as the API writes it: milliseconds and a Z."""
+    return moment.isoformat(timespec="milliseconds") + "Z"
+
+
 def new_public_id(prefix):
     """An opaque, unguessable id: 128 random bits as 22 URL-safe characters."""
     return f"{prefix}-{secrets.token_urlsafe(16)}"
@@ -122,6 +132,55 @@ class IdempotencyKey(BaseModel):
 
     class Meta:
         indexes = ((("scope", "key"), True),)
+
+
+class Event(BaseModel):
+    """One entry of the event log (events.py). The id is not a sequence's: the writing
+    transaction takes it from `EventCounter`, so ids commit in order and with no gap."""
+
+    id = BigIntegerField(primary_key=True)
+    type = CharField(max_length=32)
+    chat_id = BigIntegerField(null=True)  # orders webhook deliveries per chat
+    created_at = DateTimeField(default=utcnow)
+    body = TextField()  # the event exactly as sent: {"id", "type", "created_at", "data"}
+
+
+class EventCounter(BaseModel):
+    """One row (id 1): the id of the newest event. Bumping it is the lock that makes event
+    writers commit one after the other."""
+
+    last_id = BigIntegerField(default=0)
+
+
+class WebhookEndpoint(BaseModel):
+    """A URL of WEBHOOK_URL, and how far the event log has been copied into its deliveries."""
+
+    url = CharField(max_length=2000, unique=True)
+    fanned_out_through = BigIntegerField(default=0)  # every event up to this id has a delivery
+    created_at = DateTimeField(default=utcnow)
+
+
+class WebhookDelivery(BaseModel):
+    """One event for one endpoint: pending (new, in flight or waiting to be retried),
+    delivered or failed."""
+
+    endpoint = ForeignKeyField(WebhookEndpoint, index=False)  # led by the indexes below
+    event_id = BigIntegerField()
+    chat_id = BigIntegerField(null=True)
+    state = CharField(max_length=10)
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField()
+    claim = CharField(max_length=32, null=True)  # the sender that has it in flight
+    claimed_until = DateTimeField(null=True)  # ... until then; after that anyone may take it
+    created_at = DateTimeField(default=utcnow)
+    last_attempt_at = DateTimeField(null=True)
+    last_status = IntegerField(null=True)  # the receiver's HTTP status, if it answered
+    last_error = TextField(null=True)
+    delivered_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("endpoint", "event_id"), True), (("endpoint", "state", "event_id"), False),
+                   (("endpoint", "chat_id", "event_id"), False))
 
 
 def is_sqlite():

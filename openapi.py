@@ -14,6 +14,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from envelope import json_response
 from schemas import (
     AgentChatsQuery,
+    AgentEventsQuery,
     AgentMessagesQuery,
     AgentReadSchema,
     AgentReplySchema,
@@ -87,6 +88,21 @@ class CustomerMessagePage(Schema):
 
 class AgentMessagePage(CustomerMessagePage):
     messages = required(fields.List, fields.Nested(AgentMessage))
+
+
+class Event(Schema):
+    id = required(fields.Integer, metadata={"description": "1, 2, 3, ... with no gap"})
+    type = required(fields.String, validate=validate.OneOf(
+        ["chat.created", "message.created", "chat.closed", "chat.reopened", "chat.read"]))
+    created_at = required(fields.DateTime)
+    data = required(fields.Dict, metadata={"description": "see the README's event types"})
+
+
+class EventPage(Schema):
+    events = required(fields.List, fields.Nested(Event))
+    next_after = required(fields.Integer, metadata={"description": "the `after` to ask next"})
+    has_more = required(fields.Boolean)
+    retry_after = CustomerMessagePage._declared_fields["retry_after"]
 
 
 class LastMessage(Schema):
@@ -218,6 +234,8 @@ ERRORS = {
     "405": ("this URL does not take that method (see Allow)", None),
     "409": ("the chat is closed, too many chats are open, or the data changed meanwhile",
             None),
+    "410": ("the cursor is older than the events kept: reload, then follow from the newest",
+            None),
     "413": ("body larger than MAX_CONTENT_LENGTH", None),
     "415": ("body is not JSON", None),
     "422": ("Idempotency-Key reused with another request", None),
@@ -231,6 +249,8 @@ ERRORS = {
 # limits; /healthz and this document are never rate limited.)
 EVERY_OPERATION_ERRORS = {"405", "431", "500", "503"}
 
+
+EVENT_FEEDS = {"/api/agent/events"}
 
 # Customer reads are POSTs too (the spec's envelope carries the email): they change nothing.
 READING_POSTS = {"/api/client/live/messages", "/api/client/live/list"}
@@ -252,6 +272,8 @@ def error_codes(path, method, security, body, query, extras):
         codes.add("409")  # a closed chat, or a write that met another one
     if IDEMPOTENCY_KEY in extras:
         codes.add("422")
+    if path in EVENT_FEEDS:
+        codes.add("410")
     return sorted(codes)
 
 # (path, method, security, summary, request body schema, query schema, answer schema, extras)
@@ -284,6 +306,9 @@ OPERATIONS = [
      ChatStatus, [CHAT_ID]),
     ("/api/agent/chats/{chat_id}/reopen", "post", "agentToken", "Reopen a chat", None, None,
      ChatStatus, [CHAT_ID]),
+    ("/api/agent/events", "get", "agentToken",
+     "Events after an id (none: from the newest on), optionally waiting for the next one",
+     None, AgentEventsQuery, EventPage, []),
     ("/api/admin/users", "put", "adminToken", "Add a user or change their uuid", UserSchema,
      None, UserSaved, []),
     ("/api/admin/users", "delete", "adminToken", "Revoke a user's access", UserEmailSchema,

@@ -140,6 +140,112 @@ MESSAGES_AFTER = Statement(
     "MessageRow")
 
 
+# --- the event log (events.py) --------------------------------------------------------------
+
+# Taking the next id is the lock: the counter's row (PostgreSQL) or the IMMEDIATE transaction
+# (SQLite) is held until commit, so event writers commit in id order and a rollback gives its
+# id back. Written last in every transaction, so the row is held for the commit alone.
+NEXT_EVENT_ID = Statement(
+    'UPDATE "event_counter" SET "last_id" = "last_id" + 1 WHERE "id" = 1 RETURNING "last_id"',
+    "last_id")
+NEWEST_EVENT_ID = Statement('SELECT "last_id" FROM "event_counter" WHERE "id" = 1', "last_id")
+INSERT_EVENT = Statement(
+    'INSERT INTO "event" ("id", "type", "chat_id", "created_at", "body") VALUES (?, ?, ?, ?, ?)')
+EVENTS_AFTER = Statement(
+    'SELECT "id", "body" FROM "event" WHERE "id" > ? ORDER BY "id" LIMIT ?', "id body",
+    "EventRow")
+EVENT_CHAT = Statement(
+    'SELECT c."public_id", c."status", c."name", c."plan_id", u."email", u."name" AS '
+    '"customer_name" FROM "chat" AS c JOIN "user" AS u ON u."id" = c."user_id" '
+    'WHERE c."id" = ?', "public_id status name plan_id email customer_name", "EventChat")
+# Purging: the oldest events by id (ids follow commits, and so, but for a clock stepped back,
+# their times), up to the first one still waiting to be delivered somewhere.
+OLDEST_EVENTS = Statement(
+    'SELECT "id", "created_at" FROM "event" WHERE "id" > ? ORDER BY "id" LIMIT ?',
+    "id created_at", "OldEvent")
+OLDEST_UNDELIVERED_EVENT = Statement(
+    'SELECT MIN("event_id") FROM "webhook_delivery" WHERE "endpoint_id" = ? AND "state" = ?')
+DELETE_EVENTS_THROUGH = Statement('DELETE FROM "event" WHERE "id" <= ?')
+DELETE_DELIVERIES_THROUGH = Statement(
+    'DELETE FROM "webhook_delivery" WHERE "event_id" <= ? AND "state" <> ?')
+
+
+# --- webhook deliveries (webhooks.py) ---------------------------------------------------------
+
+ADD_ENDPOINT = Statement(
+    'INSERT INTO "webhook_endpoint" ("url", "fanned_out_through", "created_at") '
+    'VALUES (?, (SELECT "last_id" FROM "event_counter" WHERE "id" = 1), ?) '
+    'ON CONFLICT ("url") DO NOTHING')
+FIND_ENDPOINT = Statement(
+    'SELECT "id", "url", "fanned_out_through" FROM "webhook_endpoint" WHERE "url" = ?',
+    "id url fanned_out_through", "Endpoint")
+ALL_ENDPOINTS = Statement(
+    'SELECT "id", "url", "fanned_out_through" FROM "webhook_endpoint" ORDER BY "id"',
+    "id url fanned_out_through", "Endpoint")
+# Copying new events into an endpoint's deliveries takes its row: one sender at a time does it.
+# (SQLite's IMMEDIATE transaction is already alone; PostgreSQL's other senders skip it.)
+LOCK_ENDPOINT = {
+    "sqlite": Statement('SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ?',
+                        "fanned_out_through"),
+    "postgresql": Statement('SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ? '
+                            'FOR UPDATE SKIP LOCKED', "fanned_out_through"),
+}
+FAN_OUT = Statement(
+    'INSERT INTO "webhook_delivery" ("endpoint_id", "event_id", "chat_id", "state", '
+    '"attempts", "next_attempt_at", "created_at") '
+    'SELECT ?, "id", "chat_id", ?, 0, ?, ? FROM "event" WHERE "id" > ? AND "id" <= ?')
+SET_FANNED_OUT = Statement(
+    'UPDATE "webhook_endpoint" SET "fanned_out_through" = ? WHERE "id" = ?')
+
+# Claims the endpoint's due deliveries, oldest first, each only if no earlier event of its chat
+# is still pending there (in flight or waiting for a retry): a chat's events arrive in order.
+# A claim lasts until `claimed_until`; a sender that died gives its claims up that way.
+_CLAIM = (
+    'UPDATE "webhook_delivery" SET "claim" = ?, "claimed_until" = ? WHERE "id" IN ('
+    'SELECT d."id" FROM "webhook_delivery" AS d WHERE d."endpoint_id" = ? AND d."state" = ? '
+    'AND d."next_attempt_at" <= ? AND (d."claimed_until" IS NULL OR d."claimed_until" < ?) '
+    'AND NOT EXISTS (SELECT 1 FROM "webhook_delivery" AS e '
+    'WHERE e."endpoint_id" = d."endpoint_id" AND e."chat_id" = d."chat_id" '
+    'AND e."state" = d."state" AND e."event_id" < d."event_id") '
+    'ORDER BY d."event_id" LIMIT ?{lock})')
+CLAIM_DELIVERIES = {
+    "sqlite": Statement(_CLAIM.format(lock="")),
+    # Two senders claiming at once each skip the rows the other is taking.
+    "postgresql": Statement(_CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED")),
+}
+CLAIMED_DELIVERIES = Statement(
+    'SELECT d."id", d."event_id", d."attempts", d."created_at", e."type", e."body" '
+    'FROM "webhook_delivery" AS d LEFT JOIN "event" AS e ON e."id" = d."event_id" '
+    'WHERE d."claim" = ? ORDER BY d."event_id"',
+    "id event_id attempts created_at type body", "ClaimedDelivery")
+FINISH_ATTEMPT = Statement(
+    'UPDATE "webhook_delivery" SET "state" = ?, "attempts" = "attempts" + 1, '
+    '"next_attempt_at" = ?, "claim" = NULL, "claimed_until" = NULL, "last_attempt_at" = ?, '
+    '"last_status" = ?, "last_error" = ?, "delivered_at" = ? WHERE "id" = ? AND "claim" = ?')
+DELIVERY_COUNTS = Statement(
+    'SELECT "state", COUNT(*) AS "count", MIN("created_at") AS "oldest" '
+    'FROM "webhook_delivery" WHERE "endpoint_id" = ? GROUP BY "state"',
+    "state count oldest", "DeliveryCount")
+LAST_ERROR = Statement(
+    'SELECT "last_error", "last_status", "last_attempt_at" FROM "webhook_delivery" '
+    'WHERE "endpoint_id" = ? AND "last_error" IS NOT NULL '
+    'ORDER BY "last_attempt_at" DESC LIMIT 1', "last_error last_status last_attempt_at",
+    "LastError")
+FIRST_EVENT_SINCE = Statement('SELECT MIN("id") FROM "event" WHERE "created_at" >= ?')
+RETRY_PENDING_NOW = Statement(
+    'UPDATE "webhook_delivery" SET "next_attempt_at" = ? '
+    'WHERE "endpoint_id" = ? AND "state" = ? AND "event_id" >= ?')
+# A failed delivery queued again starts over: attempts, and the time it may be retried for.
+REQUEUE_FAILED = Statement(
+    'UPDATE "webhook_delivery" SET "state" = ?, "attempts" = 0, "next_attempt_at" = ?, '
+    '"created_at" = ? WHERE "endpoint_id" = ? AND "state" = ? AND "event_id" >= ?')
+EVENT_TIME = Statement('SELECT "created_at" FROM "event" WHERE "id" = ?', "created_at")
+
+
+def backend():
+    return "sqlite" if is_sqlite() else "postgresql"
+
+
 # --- read marks, one statement set per side's mark ----------------------------------------
 
 class ReadMarkStatements:

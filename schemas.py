@@ -172,6 +172,7 @@ DEFAULT_MESSAGE_PAGE = 50
 DEFAULT_CHAT_PAGE = 20
 MAX_WAIT_SECONDS = 25
 MAX_CURSOR_LENGTH = 200
+MAX_EVENT_ID = 2**63 - 1
 
 
 def integer_field(strict):
@@ -239,6 +240,13 @@ class AgentChatsQuery(StrictSchema):
 class AgentMessagesQuery(StrictSchema):
     after = after_field(strict=False)
     limit = limit_field(DEFAULT_MESSAGE_PAGE, strict=False)
+    wait = wait_field(QueryFloat)
+
+
+class AgentEventsQuery(StrictSchema):
+    # No `after`: from the newest event on (a new reader's starting point).
+    after = QueryInteger(strict=False, load_default=None, validate=validate.Range(0, MAX_EVENT_ID))
+    limit = limit_field(MAX_PAGE_SIZE, strict=False)
     wait = wait_field(QueryFloat)
 
 

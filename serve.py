@@ -40,6 +40,7 @@ import lane
 import longpoll
 import migrations
 import models
+import webhooks
 from app import configure_logging, create_app, start_serving
 from dbtrouble import describe_failure
 from settings import Invalid, integer, refuse
@@ -81,6 +82,7 @@ def main():
     except KeyboardInterrupt:
         logger.info("interrupted: stopped at once")
     finally:
+        webhooks.stop_sending()  # the deliveries in flight are recorded, not cut off
         models.background_checkpoints.stop()
 
 

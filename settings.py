@@ -245,6 +245,53 @@ def origins(value):
     return value
 
 
+WEBHOOK_URL_MAX_LENGTH = 2000
+WEBHOOK_SECRET_MIN_LENGTH = 32
+
+
+def webhook_urls(value):
+    """Comma-separated http(s) URLs, each with a host; the distinct ones, in order, as a
+    tuple (empty: no webhooks)."""
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        value = ",".join(value)
+    urls = []
+    for url in text(value).split(","):
+        url = url.strip(" \t")
+        if not url:
+            continue
+        if len(url) > WEBHOOK_URL_MAX_LENGTH or not url.isascii() or not url.isprintable() \
+                or " " in url:
+            raise Invalid(f"{shown(url)} is not a URL of at most {WEBHOOK_URL_MAX_LENGTH} "
+                          "printable ASCII characters")
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018  (raises on a port that is not 1 to 65535)
+        except ValueError:
+            raise Invalid(f"{shown(url)}: the port is not a number from 1 to 65535") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise Invalid(f"{shown(url)} is not an http:// or https:// URL with a host "
+                          "(and no #fragment)")
+        if url not in urls:
+            urls.append(url)
+    return tuple(urls)
+
+
+def webhook_secret(value):
+    """Unset: no webhooks may be configured. Otherwise at least 32 printable ASCII characters
+    (no spaces), the same on every instance. Never shown."""
+    if value is None or value == "":
+        return None
+    secret = text(value)
+    if not re.fullmatch(r"[\x21-\x7e]+", secret):
+        raise Invalid("must be printable ASCII without spaces")
+    if len(secret) < WEBHOOK_SECRET_MIN_LENGTH:
+        raise Invalid(f"must be at least {WEBHOOK_SECRET_MIN_LENGTH} characters "
+                      f"(it has {len(secret)})")
+    return secret
+
+
 # name: (default, rule)
 SETTINGS = {
     "DATABASE_URL": (None, database_url),  # None: a SQLite file in the instance folder
@@ -267,7 +314,25 @@ SETTINGS = {
     "RATELIMIT_CUSTOMER_SENDS": ("60 per minute", rate_limit),
     "RATELIMIT_CUSTOMER_POLLS": ("120 per minute", rate_limit),
     "RATELIMIT_AGENT_CALLS": ("600 per minute", rate_limit),
+    "EVENT_RETENTION_DAYS": (7, number(0, 3650, minimum=1 / 86400)),  # 1 s up
+    "WEBHOOK_URL": ((), webhook_urls),
+    "WEBHOOK_SECRET": (None, webhook_secret),
+    "WEBHOOK_SENDER": (True, boolean),
+    "WEBHOOK_RETRY_HOURS": (24, number(0, 24 * 30, minimum=1 / 3600)),
+    "WEBHOOK_FIRST_RETRY_SECONDS": (10, number(0, 3600, minimum=0.01)),
+    # A delivery in flight is the claiming sender's for this long; past it (the sender died),
+    # another may send it again. More than the 5 s a delivery may take.
+    "WEBHOOK_CLAIM_SECONDS": (30, number(0, 3600, minimum=6)),
 }
+
+# Settings that only make sense together: (the settings involved, a rule over all the values,
+# the setting to name and what is wrong with it).
+JOINT_RULES = [
+    (("WEBHOOK_URL", "WEBHOOK_SECRET"),
+     lambda values: not values["WEBHOOK_URL"] or values["WEBHOOK_SECRET"],
+     "WEBHOOK_SECRET", "is required when WEBHOOK_URL is set: at least "
+                       f"{WEBHOOK_SECRET_MIN_LENGTH} characters, the same on every instance"),
+]
 
 DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
 
@@ -295,6 +360,11 @@ def load(config=None):
             refuse(name, error.problem)
     for name, value in config.items():
         values[name] = check(name, value) if name in SETTINGS else value
+    for involved, holds, name, problem in JOINT_RULES:
+        if not holds(values):
+            if any(setting in config for setting in involved):  # create_app's argument
+                raise SettingError(name, problem)
+            refuse(name, problem)
     return values
 
 

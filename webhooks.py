@@ -1,0 +1,389 @@
+"""Webhooks: every event of the log POSTed to each WEBHOOK_URL, signed, and retried until it is
+delivered or its retry time runs out.
+
+A delivery is one event for one endpoint, a row of its own, so that it survives a restart and
+several senders (server processes, `flask --app app webhooks run` workers) share the work:
+- fan-out: each endpoint row records how far the log was copied into its deliveries; a sender
+  copies new events while it holds that row, so each event gets one delivery per endpoint;
+- claim: a sender takes due deliveries for `WEBHOOK_CLAIM_SECONDS` (PostgreSQL: `FOR UPDATE
+  SKIP LOCKED`; SQLite: its one writer at a time), never one whose chat has an earlier event
+  still pending there, so that a chat's events arrive in id order;
+- send: outside any transaction, from a small pool of threads, so a slow receiver holds up
+  neither the requests that made the events nor the other chats' deliveries;
+- record: delivered, failed, or pending again with its next attempt. A sender killed before
+  this leaves its claim to run out, and the event is sent again: at least once, and twice only
+  when an attempt was cut off.
+"""
+import concurrent.futures
+import datetime
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import urllib3
+from peewee import DatabaseError
+
+import events
+import queries
+from changes import changes
+from dbtrouble import OnceAMinute
+from models import (
+    as_datetime,
+    database,
+    database_switch_hooks,
+    iso_utc,
+    utcnow,
+    write_transaction,
+)
+
+logger = logging.getLogger("supportzen.webhooks")
+
+VERSION = "2"
+USER_AGENT = f"SupportZen-Webhooks/{VERSION}"
+TIMEOUT_SECONDS = 5
+MAX_BACKOFF_SECONDS = 3600  # retries come at least once an hour until they stop
+WORKERS = 8  # deliveries in flight at once, per sender
+FAN_OUT_BATCH = 500
+IDLE_SECONDS = 1.0  # how often a sender looks for work nobody rang it about
+NO_ENDPOINT_IDLE_SECONDS = 60.0  # (with no endpoint, only for events to purge)
+BATCH_SECONDS = 0.05
+PURGE_EVERY_SECONDS = 600
+ANSWER_KEPT_CHARACTERS = 200
+
+PENDING = events.DELIVERY_PENDING
+DELIVERED = "delivered"
+FAILED = "failed"
+
+
+# --- one attempt ---------------------------------------------------------------------------
+
+def signature(secret, timestamp, body):
+    """The X-Livechat-Signature value: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+    keyed with WEBHOOK_SECRET."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+class Outcome(NamedTuple):
+    """What one attempt came to: `delivered`, or worth trying again (`retry`, after
+    `retry_after` seconds when the receiver said so), or neither (failed for good)."""
+    delivered: bool
+    retry: bool
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    answer: str = ""
+
+
+RETRIED_STATUSES = {408, 429}
+
+
+def judge(status, retry_after_header, answer):
+    if 200 <= status < 300:
+        return Outcome(True, False, status, answer=answer)
+    if status in RETRIED_STATUSES or status >= 500:
+        return Outcome(False, True, status, f"HTTP {status}", parse_retry_after(
+            retry_after_header), answer)
+    if 300 <= status < 400:
+        return Outcome(False, False, status, f"HTTP {status}: redirects are not followed",
+                       answer=answer)
+    return Outcome(False, False, status, f"HTTP {status}", answer=answer)
+
+
+def parse_retry_after(value):
+    """Seconds from a Retry-After header (a number of seconds, or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return max(0.0, (moment - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+def describe_error(error):
+    """One line about a failed connection, naming no URL (it may hold a secret)."""
+    if isinstance(error, urllib3.exceptions.TimeoutError):
+        return f"timed out after {TIMEOUT_SECONDS} s"
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        # "<connection object>: Failed to establish a new connection: [Errno 111] Connection
+        # refused": the reason is the last part.
+        return f"connection failed: {str(error).rsplit(': ', 1)[-1]}"
+    if isinstance(error, urllib3.exceptions.SSLError):
+        return "TLS error"
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return "connection broken before an answer"
+    return type(error).__name__
+
+
+def post(http, url, secret, event_id, event_type, body):
+    """POST one event's body to `url`, signed now; its `Outcome`."""
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+               "X-Livechat-Event-Id": str(event_id), "X-Livechat-Event-Type": event_type,
+               "X-Livechat-Signature": signature(secret, int(time.time()), body)}
+    try:
+        response = http.request("POST", url, body=body, headers=headers, redirect=False,
+                                retries=False, preload_content=False,
+                                timeout=urllib3.Timeout(total=TIMEOUT_SECONDS))
+    except urllib3.exceptions.HTTPError as error:
+        return Outcome(False, True, error=describe_error(error))
+    try:
+        answer = response.read(ANSWER_KEPT_CHARACTERS * 4).decode("utf-8", "replace")
+    except urllib3.exceptions.HTTPError:
+        answer = ""
+    finally:
+        response.close()  # the rest of a long answer is never read
+    return judge(response.status, response.headers.get("Retry-After"),
+                 answer[:ANSWER_KEPT_CHARACTERS])
+
+
+def new_http():
+    return urllib3.PoolManager(maxsize=WORKERS, retries=False)
+
+
+def describe(url):
+    """An endpoint as logs and `webhooks status` show it: scheme, host and port, and "..."
+    for the rest (the path or query of a webhook URL is often its secret)."""
+    parts = urlsplit(url)
+    place = parts.netloc.rpartition("@")[2]  # never a user:password
+    more = parts.path not in ("", "/") or parts.query
+    return f"{parts.scheme}://{place}/{'...' if more else ''}"
+
+
+# --- when to try again ---------------------------------------------------------------------
+
+class RetryPolicy(NamedTuple):
+    first_seconds: float  # the first retry's delay; each next one doubles it
+    give_up_after: datetime.timedelta
+
+    @classmethod
+    def of(cls, config):
+        return cls(config["WEBHOOK_FIRST_RETRY_SECONDS"],
+                   datetime.timedelta(hours=config["WEBHOOK_RETRY_HOURS"]))
+
+    def delay(self, attempts):
+        """After `attempts` failed attempts: the exponential delay, capped at an hour, with
+        half of it random, so that deliveries that failed together spread out."""
+        ceiling = min(self.first_seconds * 2 ** min(attempts - 1, 40), MAX_BACKOFF_SECONDS)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def next_state(outcome, attempts, queued_at, now, policy):
+    """(state, next attempt time) after an attempt, `attempts` counting it."""
+    if outcome.delivered:
+        return DELIVERED, now
+    if not outcome.retry:
+        return FAILED, now
+    deadline = queued_at + policy.give_up_after
+    if now >= deadline:
+        return FAILED, now
+    wait = outcome.retry_after if outcome.retry_after is not None else policy.delay(attempts)
+    return PENDING, min(now + datetime.timedelta(seconds=wait), deadline)
+
+
+# --- the sender ----------------------------------------------------------------------------
+
+class Sender:
+    """Delivers every configured endpoint's events from a thread of its own, with up to
+    `WORKERS` attempts in flight; also purges old events. One per server process or worker.
+    """
+
+    def __init__(self, config):
+        self.urls = config["WEBHOOK_URL"]
+        self.secret = config["WEBHOOK_SECRET"]
+        self.policy = RetryPolicy.of(config)
+        self.claim_for = datetime.timedelta(seconds=config["WEBHOOK_CLAIM_SECONDS"])
+        self.retention = datetime.timedelta(days=config["EVENT_RETENTION_DAYS"])
+        self.claim = secrets.token_hex(8)
+        self.http = new_http()
+        self.doorbell = threading.Event()
+        self.stopping = threading.Event()
+        self.endpoints = None  # {id: url}, once registered
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self._pool = None
+        self._thread = None
+        self.trouble = OnceAMinute()
+
+    def start(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "webhook")
+        changes.event_listeners.append(self.doorbell.set)
+        self._thread = threading.Thread(target=self.run, name="webhook-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=TIMEOUT_SECONDS + 1):
+        """Stop claiming; wait up to `timeout` for the attempts in flight to be recorded."""
+        self.stopping.set()
+        self.doorbell.set()
+        if self.doorbell.set in changes.event_listeners:
+            changes.event_listeners.remove(self.doorbell.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # (never more queued than it has threads)
+            deadline = time.monotonic() + timeout
+            while self.in_flight and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def run(self):
+        next_purge = 0.0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            self.doorbell.clear()
+            try:
+                if self.endpoints is None:
+                    self.endpoints = register(self.urls)
+                if time.monotonic() >= next_purge:
+                    self.purge()
+                    next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+                for endpoint_id in self.endpoints:
+                    fan_out(endpoint_id)
+                self.claim_and_send()
+            except DatabaseError as error:
+                self.trouble.once_a_minute(logger, logging.WARNING,
+                                           f"webhook sender: database: {error}")
+            finally:
+                database.close()
+            # Events that come in a burst are copied and claimed together: a round at most
+            # every BATCH_SECONDS, whatever rings.
+            self.stopping.wait(max(0.0, started + BATCH_SECONDS - time.monotonic()))
+            self.doorbell.wait(IDLE_SECONDS if self.endpoints else NO_ENDPOINT_IDLE_SECONDS)
+
+    def purge(self):
+        purged = events.purge(self.retention, self.endpoints or ())
+        if purged:
+            logger.info("purged %d events older than %s days", purged,
+                        f"{self.retention.total_seconds() / 86400:g}")
+
+    def claim_and_send(self):
+        for endpoint_id, url in self.endpoints.items():
+            with self._lock:
+                room = WORKERS - self.in_flight
+            if room <= 0 or self.stopping.is_set():
+                return
+            for delivery in claim(endpoint_id, room, self.claim, self.claim_for):
+                with self._lock:
+                    self.in_flight += 1
+                self._pool.submit(self.attempt, url, delivery)
+
+    def attempt(self, url, delivery):
+        try:
+            if delivery.body is None:  # purged before it could be sent (a sender was down)
+                outcome = Outcome(False, False, error="the event was purged before delivery")
+            else:
+                outcome = post(self.http, url, self.secret, delivery.event_id, delivery.type,
+                               delivery.body.encode("utf-8"))
+            self.record(url, delivery, outcome)
+        except DatabaseError as error:  # the claim runs out, and the event is sent again
+            self.trouble.once_a_minute(logger, logging.WARNING,
+                                       f"webhook sender: cannot record an attempt: {error}")
+        except Exception:  # a bug here must not kill the pool's thread
+            logger.exception("webhook delivery of event %s failed", delivery.event_id)
+        finally:
+            database.close()
+            with self._lock:
+                self.in_flight -= 1
+            self.doorbell.set()
+
+    def record(self, url, delivery, outcome):
+        now = utcnow()
+        attempts = delivery.attempts + 1
+        state, next_at = next_state(outcome, attempts, as_datetime(delivery.created_at), now,
+                                    self.policy)
+        error = outcome.error
+        if state == FAILED and outcome.retry:
+            error = f"gave up after {attempts} attempts: {error}"
+        with write_transaction():
+            queries.FINISH_ATTEMPT.execute(state, next_at, now, outcome.status, error,
+                                           now if state == DELIVERED else None, delivery.id,
+                                           self.claim)
+        if state == FAILED:
+            logger.warning("webhook %s: event %s failed: %s", describe(url), delivery.event_id,
+                           error)
+        elif state == PENDING:
+            self.trouble.once_a_minute(logger, logging.INFO,
+                                       f"webhook {describe(url)}: event {delivery.event_id}: "
+                                       f"{error}; retrying")
+
+
+def register(urls):
+    """The endpoint rows of `urls`, made when new ({id: url}). A new endpoint receives the
+    events from now on, not the log's past."""
+    with write_transaction():
+        for url in urls:
+            queries.ADD_ENDPOINT.execute(url, utcnow())
+        return {queries.FIND_ENDPOINT.one(url).id: url for url in urls}
+
+
+def fan_out(endpoint_id):
+    """Copy the events the endpoint has no delivery for yet into its deliveries (unless
+    another sender is doing it right now)."""
+    newest = events.newest_id()  # read first: every event up to it has committed
+    while True:
+        with write_transaction():
+            done = queries.LOCK_ENDPOINT[queries.backend()].value(endpoint_id)
+            if done is None or done >= newest:
+                return
+            through = min(newest, done + FAN_OUT_BATCH)
+            now = utcnow()
+            queries.FAN_OUT.execute(endpoint_id, PENDING, now, now, done, through)
+            queries.SET_FANNED_OUT.execute(through, endpoint_id)
+
+
+def claim(endpoint_id, count, claim_id, claim_for):
+    """Take up to `count` of the endpoint's due deliveries for `claim_for`: `ClaimedDelivery`
+    rows with the event's type and body."""
+    with write_transaction():
+        now = utcnow()
+        queries.CLAIM_DELIVERIES[queries.backend()].execute(
+            claim_id, now + claim_for, endpoint_id, PENDING, now, now, count)
+        return queries.CLAIMED_DELIVERIES.all(claim_id)
+
+
+def ping(url, secret, http=None):
+    """Send a `ping` event to `url` now (not through the log: id 0, never retried); its
+    `Outcome` and the milliseconds it took."""
+    body = json.dumps({"id": 0, "type": events.PING, "created_at": iso_utc(utcnow()),
+                       "data": {"message": "A test from `flask --app app webhooks test`."}},
+                      separators=(",", ":")).encode()
+    started = time.monotonic()
+    outcome = post(http or new_http(), url, secret, 0, events.PING, body)
+    return outcome, (time.monotonic() - started) * 1000
+
+
+# --- the server's sender -------------------------------------------------------------------
+
+running = {"sender": None}
+
+
+def start_sending(config):
+    """In a server process: start its sender (purging old events, and delivering webhooks
+    when WEBHOOK_URL is set and WEBHOOK_SENDER is true)."""
+    stop_sending()
+    sender = Sender({**config, "WEBHOOK_URL": config["WEBHOOK_URL"]
+                     if config["WEBHOOK_SENDER"] else ()})
+    running["sender"] = sender
+    sender.start()
+    return sender
+
+
+def stop_sending():
+    sender, running["sender"] = running["sender"], None
+    if sender is not None:
+        sender.stop()
+
+
+database_switch_hooks.append(stop_sending)
