@@ -214,10 +214,10 @@ CLAIM_DELIVERIES = {
     "postgresql": Statement(_CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED")),
 }
 CLAIMED_DELIVERIES = Statement(
-    'SELECT d."id", d."event_id", d."attempts", d."created_at", e."type", e."body" '
-    'FROM "webhook_delivery" AS d LEFT JOIN "event" AS e ON e."id" = d."event_id" '
+    'SELECT d."id", d."event_id", d."attempts", d."created_at", d."claim", e."type", '
+    'e."body" FROM "webhook_delivery" AS d LEFT JOIN "event" AS e ON e."id" = d."event_id" '
     'WHERE d."claim" = ? ORDER BY d."event_id"',
-    "id event_id attempts created_at type body", "ClaimedDelivery")
+    "id event_id attempts created_at claim type body", "ClaimedDelivery")
 FINISH_ATTEMPT = Statement(
     'UPDATE "webhook_delivery" SET "state" = ?, "attempts" = "attempts" + 1, '
     '"next_attempt_at" = ?, "claim" = NULL, "claimed_until" = NULL, "last_attempt_at" = ?, '

@@ -116,12 +116,12 @@ def parse_retry_after(value):
 
 def describe_error(error):
     """One line about a failed connection, naming no URL (it may hold a secret)."""
-    if isinstance(error, urllib3.exceptions.TimeoutError):
-        return f"timed out after {TIMEOUT_SECONDS} s"
-    if isinstance(error, urllib3.exceptions.NewConnectionError):
+    if isinstance(error, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError)
         # "<connection object>: Failed to establish a new connection: [Errno 111] Connection
         # refused": the reason is the last part.
         return f"connection failed: {str(error).rsplit(': ', 1)[-1]}"
+    if isinstance(error, urllib3.exceptions.TimeoutError):
+        return f"timed out after {TIMEOUT_SECONDS} s"
     if isinstance(error, urllib3.exceptions.SSLError):
         return "TLS error"
     if isinstance(error, urllib3.exceptions.ProtocolError):
@@ -201,17 +201,17 @@ class Sender:
     `WORKERS` attempts in flight; also purges old events. One per server process or worker.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, deliver=True):
         self.urls = config["WEBHOOK_URL"]
+        self.deliver = deliver  # False: only purge (another process sends)
         self.secret = config["WEBHOOK_SECRET"]
         self.policy = RetryPolicy.of(config)
         self.claim_for = datetime.timedelta(seconds=config["WEBHOOK_CLAIM_SECONDS"])
         self.retention = datetime.timedelta(days=config["EVENT_RETENTION_DAYS"])
-        self.claim = secrets.token_hex(8)
         self.http = new_http()
         self.doorbell = threading.Event()
         self.stopping = threading.Event()
-        self.endpoints = None  # {id: url}, once registered
+        self.endpoints = None  # {id: url}, registered by `start`
         self.in_flight = 0
         self._lock = threading.Lock()
         self._pool = None
@@ -219,6 +219,10 @@ class Sender:
         self.trouble = OnceAMinute()
 
     def start(self):
+        """Register the endpoints now (the events from here on are theirs), then send from a
+        thread of its own."""
+        self.endpoints = register(self.urls)
+        database.close()
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "webhook")
         changes.event_listeners.append(self.doorbell.set)
         self._thread = threading.Thread(target=self.run, name="webhook-sender", daemon=True)
@@ -244,14 +248,13 @@ class Sender:
             started = time.monotonic()
             self.doorbell.clear()
             try:
-                if self.endpoints is None:
-                    self.endpoints = register(self.urls)
                 if time.monotonic() >= next_purge:
                     self.purge()
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-                for endpoint_id in self.endpoints:
-                    fan_out(endpoint_id)
-                self.claim_and_send()
+                if self.deliver:
+                    for endpoint_id in self.endpoints:
+                        fan_out(endpoint_id)
+                    self.claim_and_send()
             except DatabaseError as error:
                 self.trouble.once_a_minute(logger, logging.WARNING,
                                            f"webhook sender: database: {error}")
@@ -260,7 +263,8 @@ class Sender:
             # Events that come in a burst are copied and claimed together: a round at most
             # every BATCH_SECONDS, whatever rings.
             self.stopping.wait(max(0.0, started + BATCH_SECONDS - time.monotonic()))
-            self.doorbell.wait(IDLE_SECONDS if self.endpoints else NO_ENDPOINT_IDLE_SECONDS)
+            self.doorbell.wait(IDLE_SECONDS if self.deliver and self.endpoints
+                               else NO_ENDPOINT_IDLE_SECONDS)
 
     def purge(self):
         purged = events.purge(self.retention, self.endpoints or ())
@@ -274,7 +278,7 @@ class Sender:
                 room = WORKERS - self.in_flight
             if room <= 0 or self.stopping.is_set():
                 return
-            for delivery in claim(endpoint_id, room, self.claim, self.claim_for):
+            for delivery in claim(endpoint_id, room, self.claim_for):
                 with self._lock:
                     self.in_flight += 1
                 self._pool.submit(self.attempt, url, delivery)
@@ -309,7 +313,7 @@ class Sender:
         with write_transaction():
             queries.FINISH_ATTEMPT.execute(state, next_at, now, outcome.status, error,
                                            now if state == DELIVERED else None, delivery.id,
-                                           self.claim)
+                                           delivery.claim)
         if state == FAILED:
             logger.warning("webhook %s: event %s failed: %s", describe(url), delivery.event_id,
                            error)
@@ -343,9 +347,12 @@ def fan_out(endpoint_id):
             queries.SET_FANNED_OUT.execute(through, endpoint_id)
 
 
-def claim(endpoint_id, count, claim_id, claim_for):
+def claim(endpoint_id, count, claim_for):
     """Take up to `count` of the endpoint's due deliveries for `claim_for`: `ClaimedDelivery`
-    rows with the event's type and body."""
+    rows with the event's type and body. Each claim has an id of its own, which recording
+    the attempt checks: an attempt whose claim ran out (and was taken again) records
+    nothing."""
+    claim_id = secrets.token_hex(8)
     with write_transaction():
         now = utcnow()
         queries.CLAIM_DELIVERIES[queries.backend()].execute(
@@ -370,11 +377,11 @@ running = {"sender": None}
 
 
 def start_sending(config):
-    """In a server process: start its sender (purging old events, and delivering webhooks
-    when WEBHOOK_URL is set and WEBHOOK_SENDER is true)."""
+    """In a server process, at start: register the WEBHOOK_URL endpoints (so that every event
+    written from now on is delivered, by this process or by a worker), and start the sender,
+    which purges old events and, unless WEBHOOK_SENDER is false, delivers."""
     stop_sending()
-    sender = Sender({**config, "WEBHOOK_URL": config["WEBHOOK_URL"]
-                     if config["WEBHOOK_SENDER"] else ()})
+    sender = Sender(config, deliver=config["WEBHOOK_SENDER"])
     running["sender"] = sender
     sender.start()
     return sender

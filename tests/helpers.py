@@ -56,7 +56,8 @@ def wait_until(condition, timeout=30, what=None):
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout} s for {what or condition.__name__}")
+            described = what() if callable(what) else what or condition.__name__
+            raise AssertionError(f"waited {timeout} s for {described}")
         time.sleep(0.02)  # the polling interval, not a guess at how long anything takes
 
 

@@ -1,0 +1,91 @@
+"""A webhook receiver for the tests: a small HTTP server on 127.0.0.1 in a thread of its own,
+which records every request and answers as the test tells it."""
+import http.server
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Received:
+    event_id: int
+    event_type: str
+    signature: str
+    headers: dict
+    body: bytes
+    status: int  # what the receiver answers (0: not decided yet)
+    answered: bool = False  # the answer reached the connection (the sender may be gone)
+    at: float = field(default_factory=time.monotonic)
+
+
+def ok(request):
+    return 200, {}, b"ok"
+
+
+class Receiver:
+    """`answer(request) -> (status, headers, body)` decides each answer, and may block (a slow
+    receiver). `start()` listens (again) on the same port; before it, or after `stop()`,
+    connections to the port are refused."""
+
+    def __init__(self, answer=ok):
+        self.answer = answer
+        self.received = []
+        self._lock = threading.Lock()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/livechat?token=secret-part"
+        self._server = None
+
+    def start(self):
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = Received(int(self.headers.get("X-Livechat-Event-Id", -1)),
+                                   self.headers.get("X-Livechat-Event-Type", ""),
+                                   self.headers.get("X-Livechat-Signature", ""),
+                                   dict(self.headers), body, 0)
+                with receiver._lock:
+                    receiver.received.append(request)  # on arrival, answered or not
+                status, headers, answer = receiver.answer(request)
+                request.status = status
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                self.wfile.flush()
+                request.answered = True
+
+            def log_message(self, *args):
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def requests(self):
+        with self._lock:
+            return list(self.received)
+
+    def delivered_ids(self):
+        """Event ids answered with a 2xx, in arrival order."""
+        return [request.event_id for request in self.requests()
+                if 200 <= request.status < 300 and request.answered]
+
+    def attempted_ids(self):
+        return [request.event_id for request in self.requests()]

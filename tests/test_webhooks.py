@@ -1,0 +1,454 @@
+"""Webhooks against a real receiver on 127.0.0.1: every event arrives, signed as the README says,
+in order per chat, through a receiver that is down, failing or slow, and across a crash."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+import webhooks
+from helpers import (
+    ROOT,
+    flask_command,
+    new_agent,
+    new_customer,
+    release_database,
+    running_server,
+    seed_customers,
+    wait_until,
+)
+from receiver import Receiver, ok
+
+SECRET = "test-webhook-secret-0123456789abcdef"
+FAST_RETRIES = {"WEBHOOK_FIRST_RETRY_SECONDS": 0.05}
+
+
+def readme_snippet(language):
+    """The README's signature check in `language` ("python" or "javascript")."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
+        text = readme.read()
+    section = text[text.index("#### Verifying a signature"):
+                   text.index("#### Seeing and acting on deliveries")]
+    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+
+
+def readme_verify():
+    namespace = {}
+    exec(readme_snippet("python"), namespace)
+    return namespace["verify"]
+
+
+@pytest.fixture
+def receiver():
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+def hooked_app(make_app, receiver, **config):
+    return make_app(WEBHOOK_URL=receiver.url, WEBHOOK_SECRET=SECRET, **config)
+
+
+def a_conversation(app):
+    """Every kind of event in one chat: its ids are 1 to 8."""
+    client = app.test_client()
+    agent = new_agent(app, f"ann-{time.monotonic_ns()}", display_name="Ann", client=client)
+    customer = new_customer(app, client=client, name="Pat")
+    chat_id = customer.create("Hello")
+    agent.reply(chat_id, "Hi")
+    customer.read(chat_id, 2)
+    agent.post(f"/chats/{chat_id}/read", {"seq": 2})
+    agent.post(f"/chats/{chat_id}/close")
+    agent.post(f"/chats/{chat_id}/reopen")
+    customer.send(chat_id, "Thanks")
+    return chat_id, agent
+
+
+def test_every_event_arrives_signed_as_the_readme_says(make_app, receiver):
+    receiver.start()
+    app = hooked_app(make_app, receiver)
+    chat_id, agent = a_conversation(app)
+    feed = agent.get("/events", after=0).json["data"]["events"]
+    assert len(feed) == 8
+    wait_until(lambda: len(receiver.delivered_ids()) == 8, what="8 deliveries")
+    verify = readme_verify()
+    received = sorted(receiver.requests(), key=lambda request: request.event_id)
+    assert [request.event_id for request in received] == list(range(1, 9))
+    for request, event in zip(received, feed, strict=True):
+        assert json.loads(request.body) == event
+        assert request.event_type == event["type"]
+        assert request.headers["Content-Type"] == "application/json"
+        assert request.headers["User-Agent"].startswith("SupportZen-Webhooks/")
+        assert verify(SECRET, request.signature, request.body)
+        assert not verify(SECRET, request.signature, request.body + b" ")
+        assert not verify("another-secret-of-the-same-length-000", request.signature,
+                          request.body)
+        timestamp = int(request.signature.split(",")[0].removeprefix("t="))
+        assert abs(timestamp - time.time()) < 60
+        assert not verify(SECRET, request.signature, request.body, now=timestamp + 301)
+        assert SECRET not in request.body.decode()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_readme_javascript_check_accepts_real_deliveries_and_refuses_forgeries(
+        make_app, receiver, tmp_path):
+    receiver.start()
+    app = hooked_app(make_app, receiver)
+    new_customer(app).create("Hello from JS")
+    wait_until(lambda: len(receiver.delivered_ids()) == 2, what="2 deliveries")
+    request = receiver.requests()[0]
+    timestamp = int(request.signature.split(",")[0].removeprefix("t="))
+    (tmp_path / "verify.js").write_text(readme_snippet("javascript"))
+    cases = [(SECRET, request.signature, request.body, timestamp, True),
+             (SECRET, request.signature, request.body + b"x", timestamp, False),
+             (SECRET[::-1], request.signature, request.body, timestamp, False),
+             (SECRET, request.signature, request.body, timestamp + 301, False),
+             (SECRET, "t=abc,v1=00", request.body, timestamp, False),
+             (SECRET, "", request.body, timestamp, False)]
+    script = ("const { verify } = require('./verify.js');\n"
+              "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n"
+              "console.log(JSON.stringify(cases.map(([s, h, b, n]) =>"
+              " verify(s, h, Buffer.from(b, 'base64'), n))));\n")
+    (tmp_path / "run.js").write_text(script)
+    import base64
+    payload = json.dumps([[secret, header, base64.b64encode(body).decode(), now]
+                          for secret, header, body, now, _ in cases])
+    result = subprocess.run(["node", "run.js"], cwd=tmp_path, input=payload,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [expected for *_, expected in cases]
+
+
+class Script:
+    """A receiver's answers in turn: each entry answers that many requests, the last one
+    every request after."""
+
+    def __init__(self, *steps):
+        self.steps = list(steps)
+        self.lock = threading.Lock()
+
+    def __call__(self, request):
+        with self.lock:
+            count, answer = self.steps[0]
+            if count is not None and len(self.steps) > 1:
+                count -= 1
+                self.steps[0] = (count, answer)
+                if count == 0:
+                    self.steps.pop(0)
+        return answer
+
+
+def chat_events(app, chats=3, messages=3):
+    """`chats` chats of `messages` messages each, their events interleaved."""
+    client = app.test_client()
+    customers = [new_customer(app, client=client) for _ in range(chats)]
+    chat_ids = [customer.create("first") for customer in customers]
+    for number in range(messages - 1):
+        for customer, chat_id in zip(customers, chat_ids, strict=True):
+            assert customer.send(chat_id, f"message {number}").status_code == 200
+    return chat_ids
+
+
+def events_by_chat(agent):
+    by_chat = {}
+    for event in agent.get("/events", after=0).json["data"]["events"]:
+        by_chat.setdefault(event["data"]["chat"]["chatId"], []).append(event["id"])
+    return by_chat
+
+
+def assert_in_order_per_chat(receiver, by_chat):
+    """Every attempt of a chat's event came after the last of the chat's earlier events was
+    delivered: per chat, the ids attempted never go back."""
+    attempted = receiver.attempted_ids()
+    for ids in by_chat.values():
+        of_chat = [event_id for event_id in attempted if event_id in ids]
+        assert of_chat == sorted(of_chat), of_chat
+
+
+def test_down_then_failing_then_throttling_then_back_loses_nothing(make_app, receiver):
+    app = hooked_app(make_app, receiver, **FAST_RETRIES)  # the receiver is not listening
+    agent = new_agent(app, "ann")
+    chat_events(app)
+    total = 9
+    time.sleep(0.5)  # the sender meets refused connections meanwhile
+    receiver.answer = Script((4, (500, {}, b"oops")),
+                             (2, (429, {"Retry-After": "1"}, b"slow down")),
+                             (None, (200, {}, b"ok")))
+    receiver.start()
+    wait_until(lambda: sorted(set(receiver.delivered_ids())) == list(range(1, total + 1)),
+               what="every event delivered")
+    statuses = [request.status for request in receiver.requests()]
+    assert statuses[:6] == [500] * 4 + [429] * 2
+    assert len(receiver.delivered_ids()) == total  # each delivered once
+    assert_in_order_per_chat(receiver, events_by_chat(agent))
+    throttled = [request for request in receiver.requests() if request.status == 429]
+    after_throttle = {request.event_id: request.at for request in receiver.requests()
+                      if request.status == 200}
+    for request in throttled:
+        assert after_throttle[request.event_id] - request.at >= 0.9  # Retry-After: 1
+
+
+def test_a_refusing_receiver_fails_the_event_at_once_and_holds_up_no_other(make_app,
+                                                                           receiver):
+    first_seen = {}
+
+    def refuse_event_2(request):
+        first_seen.setdefault(request.event_id, 0)
+        first_seen[request.event_id] += 1
+        return (422, {}, b"no") if request.event_id == 2 else ok(request)
+
+    receiver.answer = refuse_event_2
+    receiver.start()
+    app = hooked_app(make_app, receiver, **FAST_RETRIES)
+    chat_id = new_customer(app).create()
+    wait_until(lambda: 2 in receiver.attempted_ids(), what="event 2 attempted")
+    new_customer(app).send(chat_id)  # not theirs: refused, no event
+    other = new_customer(app).create()
+    assert other
+    wait_until(lambda: {1, 3, 4} <= set(receiver.delivered_ids()), what="the others delivered")
+    time.sleep(0.3)  # room for a retry, had there been one
+    assert first_seen[2] == 1
+    runner = app.test_cli_runner()
+    status = runner.invoke(args=["webhooks", "status"])
+    assert "failed 1" in status.output and "HTTP 422" in status.output, status.output
+    receiver.answer = ok
+    result = runner.invoke(args=["webhooks", "retry", "--failed", "--since", "1h"])
+    assert "1 failed queued again" in result.output, result.output
+    wait_until(lambda: 2 in receiver.delivered_ids(), what="event 2 sent again")
+
+
+def test_redirects_are_not_followed(make_app, receiver):
+    followed = []
+
+    def redirect(request):
+        if request.headers.get("X-Followed"):
+            followed.append(request)
+        return 307, {"Location": receiver.url + "&moved=1"}, b""
+
+    receiver.answer = redirect
+    receiver.start()
+    app = hooked_app(make_app, receiver, **FAST_RETRIES)
+    new_customer(app).create()
+    wait_until(lambda: len(receiver.requests()) >= 2, what="two attempts")
+    time.sleep(0.3)
+    assert sorted(receiver.attempted_ids()) == [1, 2]  # once each, never to the new place
+    status = app.test_cli_runner().invoke(args=["webhooks", "status"])
+    assert "failed 2" in status.output and "redirects are not followed" in status.output
+
+
+def test_several_urls_each_get_every_event_in_their_own_state(make_app, receiver):
+    down = Receiver()  # never listens
+    receiver.start()
+    app = make_app(WEBHOOK_URL=f"{receiver.url},{down.url}", WEBHOOK_SECRET=SECRET,
+                   **FAST_RETRIES)
+    chat_events(app, chats=2, messages=2)
+    wait_until(lambda: sorted(receiver.delivered_ids()) == [1, 2, 3, 4, 5, 6], timeout=5,
+               what=lambda: f"the live receiver to get every event: {receiver.attempted_ids()}")
+    status = app.test_cli_runner().invoke(args=["webhooks", "status"]).output
+    lines = status.splitlines()
+    assert lines[0] == f"http://127.0.0.1:{receiver.port}/... (endpoint 1)"
+    assert lines[1].startswith("  pending 0, failed 0, delivered 6")
+    assert lines[2] == f"http://127.0.0.1:{down.port}/... (endpoint 2)"
+    assert lines[3].startswith("  pending 6 (oldest ")
+    assert "connection failed" in lines[4]
+    assert "secret-part" not in status and SECRET not in status
+
+
+def test_webhooks_test_pings_every_url_and_shows_the_answer(make_app, receiver):
+    receiver.answer = lambda request: (200, {}, b"pong")
+    receiver.start()
+    app = hooked_app(make_app, receiver)
+    result = app.test_cli_runner().invoke(args=["webhooks", "test"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{receiver.port}/\.\.\.: ok: HTTP 200 in "
+                        r"\d+ ms: 'pong'\n", result.output)
+    ping = receiver.requests()[0]
+    assert ping.event_type == "ping" and ping.event_id == 0
+    assert readme_verify()(SECRET, ping.signature, ping.body)
+    receiver.stop()
+    result = app.test_cli_runner().invoke(args=["webhooks", "test"])
+    assert result.exit_code == 1 and "FAILED: connection failed" in result.output
+
+
+def test_webhook_settings_are_checked_at_start(make_app):
+    import settings
+
+    with pytest.raises(settings.SettingError, match="WEBHOOK_SECRET: is required"):
+        make_app(WEBHOOK_URL="https://hooks.example.com/x")
+    with pytest.raises(settings.SettingError, match="at least 32 characters"):
+        make_app(WEBHOOK_URL="https://hooks.example.com/x", WEBHOOK_SECRET="short")
+    for url in ("ftp://hooks.example.com/x", "https:///x", "hooks.example.com",
+                "https://hooks.example.com:99999/", "https://h.example.com/#frag"):
+        with pytest.raises(settings.SettingError, match="WEBHOOK_URL"):
+            make_app(WEBHOOK_URL=url, WEBHOOK_SECRET=SECRET)
+
+
+@pytest.mark.slow
+def test_a_missing_secret_stops_the_service_with_one_line(database_url):
+    environment_result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "webhooks", "status"], cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DATABASE_URL": database_url,
+             "WEBHOOK_URL": "https://hooks.example.com/x", "WEBHOOK_SECRET": ""})
+    assert environment_result.returncode == 2
+    assert environment_result.stderr.strip().splitlines() == [
+        "error: setting WEBHOOK_SECRET: is required when WEBHOOK_URL is set: at least 32 "
+        "characters, the same on every instance"]
+
+
+# --- real servers ---------------------------------------------------------------------------
+
+def server_env(receiver, **more):
+    return {"WEBHOOK_URL": receiver.url, "WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_FIRST_RETRY_SECONDS": "0.05", **more}
+
+
+def send_timed(server, email, token, chat_id, count):
+    session = requests.Session()
+    times = []
+    for number in range(count):
+        started = time.monotonic()
+        response = session.post(f"{server.url}/api/client/live/chat", timeout=30,
+                                json={"data": {"email": email, "chat_id": chat_id,
+                                               "message": f"timed {number}"}},
+                                headers={"Authorization": f"Bearer {token}"})
+        times.append(time.monotonic() - started)
+        assert response.status_code == 200, response.text
+    return sorted(times)[len(times) // 2]
+
+
+def create_live(server, email, token):
+    response = requests.post(f"{server.url}/api/client/live/create", timeout=30,
+                             json={"data": {"email": email, "created_at": 1,
+                                            "message": "hello"}},
+                             headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["chatId"]
+
+
+@pytest.mark.slow
+def test_a_receiver_taking_ten_seconds_does_not_slow_a_customer_send(tmp_path, database_url,
+                                                                     app, receiver):
+    (email, token), = seed_customers(app, 1)
+    release_database()
+    release = threading.Event()
+
+    def slow(request):
+        release.wait(10)
+        return ok(request)
+
+    receiver.start()
+    with running_server(tmp_path, database_url, env=server_env(receiver)) as server:
+        chat_id = create_live(server, email, token)
+        wait_until(lambda: len(receiver.delivered_ids()) == 2, what="the first deliveries")
+        without = send_timed(server, email, token, chat_id, 30)
+        wait_until(lambda: len(receiver.delivered_ids()) == 32, what="those deliveries")
+        receiver.answer = slow
+        send_timed(server, email, token, chat_id, 1)
+        wait_until(lambda: [request for request in receiver.requests() if request.status == 0],
+                   what="a delivery that hangs")
+        with_slow = send_timed(server, email, token, chat_id, 30)
+        hanging = [request for request in receiver.requests() if request.status == 0]
+        release.set()
+    print(f"send median: {without * 1000:.1f} ms without, {with_slow * 1000:.1f} ms with a "
+          "receiver taking 10 s")
+    assert hanging  # the sends above were measured while a delivery hung
+    assert with_slow < max(3 * without, without + 0.05)
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_delivery_delivers_everything_after_a_restart(
+        tmp_path, database_url, app, receiver):
+    customers = seed_customers(app, 3)
+    release_database()
+    hold = threading.Event()
+
+    def hold_event_4(request):
+        if request.event_id == 4:
+            hold.wait(30)
+        return ok(request)
+
+    receiver.answer = hold_event_4
+    receiver.start()
+    env = server_env(receiver, WEBHOOK_CLAIM_SECONDS="6")
+    with running_server(tmp_path, database_url, env=env) as server:
+        chats = [create_live(server, email, token) for email, token in customers[:2]]
+        wait_until(lambda: 4 in receiver.attempted_ids(), what="event 4 in flight")
+        # The others recorded as delivered: only event 4's attempt is cut off by the kill.
+        wait_until(lambda: "delivered 3" in flask_command(database_url, "webhooks",
+                                                          "status").stdout,
+                   what="events 1 to 3 recorded as delivered")
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+    hold.set()
+    cut_off = {4}
+    with running_server(tmp_path, database_url, env=env) as server:
+        email, token = customers[2]
+        chats.append(create_live(server, email, token))
+        wait_until(lambda: set(receiver.delivered_ids()) >= set(range(1, 7)), timeout=60,
+                   what="every event delivered after the restart")
+    delivered = receiver.delivered_ids()
+    assert sorted(set(delivered)) == list(range(1, 7))
+    twice = {event_id for event_id in set(delivered) if delivered.count(event_id) > 1}
+    assert twice <= cut_off
+    attempted = receiver.attempted_ids()
+    assert attempted.count(4) == 2  # the cut-off attempt, then the one after the claim ran out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="runs in the PostgreSQL pass")
+def test_two_postgres_instances_deliver_each_event_once(tmp_path, database_url, app,
+                                                         receiver):
+    customers = seed_customers(app, 8)
+    release_database()
+    receiver.start()
+    env = server_env(receiver)
+    with running_server(tmp_path, database_url, env=env) as one, \
+            running_server(tmp_path, database_url, env=env) as two:
+        def write(server, email, token):
+            chat_id = create_live(server, email, token)
+            send_timed(server, email, token, chat_id, 10)
+
+        writers = [threading.Thread(target=write, args=(server, email, token))
+                   for server, (email, token) in zip([one, two] * 4, customers, strict=True)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(60)
+        total = 8 * 12
+        wait_until(lambda: len(set(receiver.delivered_ids())) == total, timeout=60,
+                   what="every event delivered")
+        time.sleep(1.5)  # a second sender's round, had it taken one twice
+    delivered = receiver.delivered_ids()
+    assert sorted(delivered) == list(range(1, total + 1))
+
+
+@pytest.mark.slow
+def test_a_separate_worker_delivers_and_stops_cleanly(tmp_path, database_url, make_app,
+                                                      receiver):
+    receiver.start()
+    app = hooked_app(make_app, receiver, WEBHOOK_SENDER=False)
+    new_customer(app).create()
+    time.sleep(1.5)  # the server's own sender is off: nothing is sent
+    assert receiver.requests() == []
+    release_database()
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "webhooks",
+                               "run"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "DATABASE_URL": database_url,
+                                   **server_env(receiver)})
+    try:
+        wait_until(lambda: sorted(receiver.delivered_ids()) == [1, 2], what="the worker")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 0, stderr
+    assert "stopping" in stderr
+    assert webhooks.USER_AGENT in receiver.requests()[0].headers["User-Agent"]
