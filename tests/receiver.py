@@ -14,6 +14,7 @@ class Received:
     signature: str
     headers: dict
     body: bytes
+    path: str
     status: int  # what the receiver answers (0: not decided yet)
     answered: bool = False  # the answer reached the connection (the sender may be gone)
     at: float = field(default_factory=time.monotonic)
@@ -49,7 +50,7 @@ class Receiver:
                 request = Received(int(self.headers.get("X-Livechat-Event-Id", -1)),
                                    self.headers.get("X-Livechat-Event-Type", ""),
                                    self.headers.get("X-Livechat-Signature", ""),
-                                   dict(self.headers), body, 0)
+                                   dict(self.headers), body, self.path, 0)
                 with receiver._lock:
                     receiver.received.append(request)  # on arrival, answered or not
                 status, headers, answer = receiver.answer(request)
