@@ -188,6 +188,8 @@ def frozen_version_5():
         url = CharField(max_length=2000, unique=True)
         fanned_out_through = BigIntegerField(default=0)
         created_at = DateTimeField()
+        last_error = TextField(null=True)
+        last_error_at = DateTimeField(null=True)
 
         class Meta:
             legacy_table_names = False  # index names follow "webhook_endpoint"

@@ -158,6 +158,8 @@ class WebhookEndpoint(BaseModel):
     url = CharField(max_length=2000, unique=True)
     fanned_out_through = BigIntegerField(default=0)  # every event up to this id has a delivery
     created_at = DateTimeField(default=utcnow)
+    last_error = TextField(null=True)  # the latest failed attempt's, kept after later successes
+    last_error_at = DateTimeField(null=True)
 
 
 class WebhookDelivery(BaseModel):

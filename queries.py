@@ -182,14 +182,23 @@ FIND_ENDPOINT = Statement(
 ALL_ENDPOINTS = Statement(
     'SELECT "id", "url", "fanned_out_through" FROM "webhook_endpoint" ORDER BY "id"',
     "id url fanned_out_through", "Endpoint")
+ENDPOINT_PROGRESS = Statement(
+    'SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ?', "fanned_out_through")
 # Copying new events into an endpoint's deliveries takes its row: one sender at a time does it.
 # (SQLite's IMMEDIATE transaction is already alone; PostgreSQL's other senders skip it.)
 LOCK_ENDPOINT = {
-    "sqlite": Statement('SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ?',
-                        "fanned_out_through"),
+    "sqlite": ENDPOINT_PROGRESS,
     "postgresql": Statement('SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ? '
                             'FOR UPDATE SKIP LOCKED', "fanned_out_through"),
 }
+ANY_DUE_DELIVERY = Statement(
+    'SELECT 1 FROM "webhook_delivery" WHERE "endpoint_id" = ? AND "state" = ? '
+    'AND "next_attempt_at" <= ? AND ("claimed_until" IS NULL OR "claimed_until" < ?) LIMIT 1')
+# The soonest retry still to come (what is due already was just claimed, or waits behind an
+# earlier event of its chat).
+NEXT_ATTEMPT = Statement(
+    'SELECT MIN("next_attempt_at") FROM "webhook_delivery" '
+    'WHERE "endpoint_id" = ? AND "state" = ? AND "next_attempt_at" > ?')
 FAN_OUT = Statement(
     'INSERT INTO "webhook_delivery" ("endpoint_id", "event_id", "chat_id", "state", '
     '"attempts", "next_attempt_at", "created_at") '
@@ -226,11 +235,11 @@ DELIVERY_COUNTS = Statement(
     'SELECT "state", COUNT(*) AS "count", MIN("created_at") AS "oldest" '
     'FROM "webhook_delivery" WHERE "endpoint_id" = ? GROUP BY "state"',
     "state count oldest", "DeliveryCount")
+NOTE_ERROR = Statement(
+    'UPDATE "webhook_endpoint" SET "last_error" = ?, "last_error_at" = ? WHERE "id" = ?')
 LAST_ERROR = Statement(
-    'SELECT "last_error", "last_status", "last_attempt_at" FROM "webhook_delivery" '
-    'WHERE "endpoint_id" = ? AND "last_error" IS NOT NULL '
-    'ORDER BY "last_attempt_at" DESC LIMIT 1', "last_error last_status last_attempt_at",
-    "LastError")
+    'SELECT "last_error", "last_error_at" FROM "webhook_endpoint" WHERE "id" = ?',
+    "last_error last_error_at", "LastError")
 FIRST_EVENT_SINCE = Statement('SELECT MIN("id") FROM "event" WHERE "created_at" >= ?')
 RETRY_PENDING_NOW = Statement(
     'UPDATE "webhook_delivery" SET "next_attempt_at" = ? '

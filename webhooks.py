@@ -247,6 +247,7 @@ class Sender:
         while not self.stopping.is_set():
             started = time.monotonic()
             self.doorbell.clear()
+            idle = IDLE_SECONDS if self.deliver and self.endpoints else NO_ENDPOINT_IDLE_SECONDS
             try:
                 if time.monotonic() >= next_purge:
                     self.purge()
@@ -255,6 +256,7 @@ class Sender:
                     for endpoint_id in self.endpoints:
                         fan_out(endpoint_id)
                     self.claim_and_send()
+                    idle = min(idle, self.until_next_attempt())
             except DatabaseError as error:
                 self.trouble.once_a_minute(logger, logging.WARNING,
                                            f"webhook sender: database: {error}")
@@ -263,8 +265,18 @@ class Sender:
             # Events that come in a burst are copied and claimed together: a round at most
             # every BATCH_SECONDS, whatever rings.
             self.stopping.wait(max(0.0, started + BATCH_SECONDS - time.monotonic()))
-            self.doorbell.wait(IDLE_SECONDS if self.deliver and self.endpoints
-                               else NO_ENDPOINT_IDLE_SECONDS)
+            self.doorbell.wait(idle)
+
+    def until_next_attempt(self):
+        """Seconds until the soonest retry of any endpoint is due (a retry due in 50 ms is
+        not left waiting for the next round)."""
+        now = utcnow()
+        soonest = [queries.NEXT_ATTEMPT.value(endpoint_id, PENDING, now)
+                   for endpoint_id in self.endpoints]
+        soonest = [as_datetime(moment) for moment in soonest if moment is not None]
+        if not soonest:
+            return IDLE_SECONDS
+        return max(0.0, (min(soonest) - now).total_seconds())
 
     def purge(self):
         purged = events.purge(self.retention, self.endpoints or ())
@@ -281,16 +293,16 @@ class Sender:
             for delivery in claim(endpoint_id, room, self.claim_for):
                 with self._lock:
                     self.in_flight += 1
-                self._pool.submit(self.attempt, url, delivery)
+                self._pool.submit(self.attempt, endpoint_id, url, delivery)
 
-    def attempt(self, url, delivery):
+    def attempt(self, endpoint_id, url, delivery):
         try:
             if delivery.body is None:  # purged before it could be sent (a sender was down)
                 outcome = Outcome(False, False, error="the event was purged before delivery")
             else:
                 outcome = post(self.http, url, self.secret, delivery.event_id, delivery.type,
                                delivery.body.encode("utf-8"))
-            self.record(url, delivery, outcome)
+            self.record(endpoint_id, url, delivery, outcome)
         except DatabaseError as error:  # the claim runs out, and the event is sent again
             self.trouble.once_a_minute(logger, logging.WARNING,
                                        f"webhook sender: cannot record an attempt: {error}")
@@ -302,7 +314,7 @@ class Sender:
                 self.in_flight -= 1
             self.doorbell.set()
 
-    def record(self, url, delivery, outcome):
+    def record(self, endpoint_id, url, delivery, outcome):
         now = utcnow()
         attempts = delivery.attempts + 1
         state, next_at = next_state(outcome, attempts, as_datetime(delivery.created_at), now,
@@ -311,9 +323,12 @@ class Sender:
         if state == FAILED and outcome.retry:
             error = f"gave up after {attempts} attempts: {error}"
         with write_transaction():
-            queries.FINISH_ATTEMPT.execute(state, next_at, now, outcome.status, error,
-                                           now if state == DELIVERED else None, delivery.id,
-                                           delivery.claim)
+            recorded = queries.FINISH_ATTEMPT.execute(
+                state, next_at, now, outcome.status, error, now if state == DELIVERED else None,
+                delivery.id, delivery.claim).rowcount
+            if recorded and error is not None:
+                queries.NOTE_ERROR.execute(f"event {delivery.event_id}: {error}", now,
+                                           endpoint_id)
         if state == FAILED:
             logger.warning("webhook %s: event %s failed: %s", describe(url), delivery.event_id,
                            error)
@@ -336,6 +351,8 @@ def fan_out(endpoint_id):
     """Copy the events the endpoint has no delivery for yet into its deliveries (unless
     another sender is doing it right now)."""
     newest = events.newest_id()  # read first: every event up to it has committed
+    if queries.ENDPOINT_PROGRESS.value(endpoint_id) >= newest:
+        return  # (without the write lock, which this takes every second)
     while True:
         with write_transaction():
             done = queries.LOCK_ENDPOINT[queries.backend()].value(endpoint_id)
@@ -352,6 +369,9 @@ def claim(endpoint_id, count, claim_for):
     rows with the event's type and body. Each claim has an id of its own, which recording
     the attempt checks: an attempt whose claim ran out (and was taken again) records
     nothing."""
+    now = utcnow()
+    if queries.ANY_DUE_DELIVERY.value(endpoint_id, PENDING, now, now) is None:
+        return []  # (without the write lock, which this takes every second)
     claim_id = secrets.token_hex(8)
     with write_transaction():
         now = utcnow()

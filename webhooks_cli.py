@@ -72,9 +72,9 @@ def endpoint_report(endpoint, newest, configured):
              f"{'' if configured else ', not in WEBHOOK_URL: not sent'})",
              f"  pending {pending_count}{oldest_age}, failed {failed}, delivered {delivered}"]
     last = queries.LAST_ERROR.one(endpoint.id)
-    if last is not None:
-        when = iso_utc(as_datetime(last.last_attempt_at))
-        lines.append(f"  last error: {last.last_error} at {when} ({age(when[:-1])} ago)")
+    if last.last_error is not None:
+        when = as_datetime(last.last_error_at)
+        lines.append(f"  last error: {last.last_error} at {iso_utc(when)} ({age(when)} ago)")
     return lines
 
 

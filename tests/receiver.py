@@ -1,5 +1,6 @@
 """A webhook receiver for the tests: a small HTTP server on 127.0.0.1 in a thread of its own,
 which records every request and answers as the test tells it."""
+import contextlib
 import http.server
 import socket
 import threading
@@ -38,12 +39,23 @@ class Receiver:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/hooks/livechat?token=secret-part"
         self._server = None
+        self._connections = set()
 
     def start(self):
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with receiver._lock:
+                    receiver._connections.add(self.connection)
+
+            def finish(self):
+                with receiver._lock:
+                    receiver._connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -74,10 +86,16 @@ class Receiver:
         return self
 
     def stop(self):
+        """Stop listening, and cut the kept-alive connections too: down is down."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            with contextlib.suppress(OSError):  # closed already
+                connection.shutdown(socket.SHUT_RDWR)
 
     def requests(self):
         with self._lock:

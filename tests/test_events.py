@@ -313,3 +313,37 @@ def test_a_follower_sees_every_event_once_in_order_while_eight_writers_work(
         assert [message["messageId"] for message in sent] == messages
         assert [message["seq"] for message in sent] == list(range(1, len(messages) + 1))
         assert [event["type"] for event in of_chat[-2:]] == ["chat.closed", "chat.reopened"]
+
+
+@pytest.mark.slow
+def test_a_waiting_feed_wakes_when_another_instance_writes_an_event(tmp_path, database_url,
+                                                                    app):
+    (email, token), = seed_customers(app, 1)
+    agent = new_agent(app, "ann")
+    release_database()
+    with running_server(tmp_path, database_url) as one, \
+            running_server(tmp_path, database_url) as two:
+        answers = []
+
+        def follow_on_two():
+            started = time.monotonic()
+            response = requests.get(f"{two.url}/api/agent/events", timeout=30,
+                                    params={"after": 0, "wait": 20},
+                                    headers={"Authorization": f"Bearer {agent.token}"})
+            answers.append((response, time.monotonic() - started))
+
+        waiting = threading.Thread(target=follow_on_two)
+        waiting.start()
+        wait_until(lambda: requests.get(f"{two.url}/healthz", timeout=5).json()
+                   ["data"]["long_polls"]["waiting"] == 1, what="the feed to wait on two")
+        written = time.monotonic()
+        response = requests.post(f"{one.url}/api/client/live/create", timeout=30,
+                                 json={"data": {"email": email, "created_at": 1,
+                                                "message": "hello"}},
+                                 headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+        waiting.join(30)
+    (answer, took), = answers
+    assert [event["type"] for event in answer.json()["data"]["events"]] == [
+        "chat.created", "message.created"]
+    assert time.monotonic() - written < 10 and took < 15  # woken, not timed out after 20 s

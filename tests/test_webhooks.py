@@ -1,5 +1,6 @@
 """Webhooks against a real receiver on 127.0.0.1: every event arrives, signed as the README says,
 in order per chat, through a receiver that is down, failing or slow, and across a crash."""
+import itertools
 import json
 import os
 import re
@@ -187,15 +188,16 @@ def status_showing(app, text):
 def test_down_then_failing_then_throttling_then_back_loses_nothing(make_app, receiver):
     app = hooked_app(make_app, receiver, **FAST_RETRIES)  # the receiver is not listening
     agent = new_agent(app, "ann")
-    chat_events(app)
-    total = 9
+    chat_events(app, chats=3, messages=3)
+    total = 3 * 2 + 3 * 2  # a chat.created and 3 message.created per chat
     time.sleep(0.5)  # the sender meets refused connections meanwhile
     receiver.answer = Script((4, (500, {}, b"oops")),
                              (2, (429, {"Retry-After": "1"}, b"slow down")),
                              (None, (200, {}, b"ok")))
     receiver.start()
     wait_until(lambda: sorted(set(receiver.delivered_ids())) == list(range(1, total + 1)),
-               what="every event delivered")
+               what=lambda: f"every event delivered: {receiver.attempted_ids()} "
+                            f"{[request.status for request in receiver.requests()]}")
     statuses = [request.status for request in receiver.requests()]
     assert statuses[:6] == [500] * 4 + [429] * 2
     assert len(receiver.delivered_ids()) == total  # each delivered once
@@ -205,6 +207,53 @@ def test_down_then_failing_then_throttling_then_back_loses_nothing(make_app, rec
                       if request.status == 200}
     for request in throttled:
         assert after_throttle[request.event_id] - request.at >= 0.9  # Retry-After: 1
+
+
+def test_retries_back_off_exponentially_then_give_up(make_app, receiver):
+    receiver.answer = lambda request: (503, {}, b"busy")
+    receiver.start()
+    app = hooked_app(make_app, receiver, WEBHOOK_FIRST_RETRY_SECONDS=0.2,
+                     WEBHOOK_RETRY_HOURS=3 / 3600)  # three seconds
+    new_customer(app).create()
+    status = wait_until(lambda: status_showing(app, "failed 1"), what="event 1 to fail")
+    assert "gave up after" in status and "HTTP 503" in status
+    times = [request.at for request in receiver.requests() if request.event_id == 1]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # 0.2 s, 0.4 s, 0.8 s, 1.6 s ..., each between half and all of it (plus scheduling),
+    # and a last attempt at the three-second mark.
+    assert len(gaps) >= 4, gaps
+    for number, gap in enumerate(gaps[:3]):
+        delay = 0.2 * 2 ** number
+        assert delay / 2 - 0.02 <= gap <= delay + 0.5, gaps
+    assert 2.5 <= times[-1] - times[0] <= 4.5, gaps
+    assert 2 not in receiver.attempted_ids()  # event 2 of the chat waited behind it...
+    wait_until(lambda: 2 in receiver.attempted_ids(), what="event 2 once event 1 failed")
+
+
+def test_delivered_events_are_purged_after_the_retention_but_pending_ones_are_kept(
+        make_app, receiver):
+    config = {"EVENT_RETENTION_DAYS": 1 / 86400, **FAST_RETRIES}  # one second
+    receiver.start()
+    app = hooked_app(make_app, receiver, **config)
+    agent = new_agent(app, "ann")
+    new_customer(app).create()
+    wait_until(lambda: status_showing(app, "delivered 2"), what="two deliveries")
+    receiver.stop()
+    new_customer(app).create()  # events 3 and 4 stay pending
+    wait_until(lambda: status_showing(app, "connection failed"),
+               what="a failed attempt")
+    time.sleep(1.2)  # the events' age, not a guess at how long anything takes
+    release_database()
+    app = hooked_app(make_app, receiver, **config)  # a start purges at once
+    agent = type(agent)(agent.name, agent.token, app.test_client())
+    status = wait_until(lambda: status_showing(app, "delivered 0"), what="the purge")
+    assert "pending 2" in status
+    assert agent.get("/events", after=0).status_code == 410  # 1 and 2 went
+    kept = agent.get("/events", after=2).json["data"]["events"]
+    assert [event["id"] for event in kept] == [3, 4]  # still to be delivered
+    receiver.start()
+    wait_until(lambda: sorted(receiver.delivered_ids()) == [1, 2, 3, 4],
+               what="the kept events delivered")
 
 
 def test_a_refusing_receiver_fails_the_event_at_once_and_holds_up_no_other(make_app,
@@ -368,7 +417,14 @@ def test_a_receiver_taking_ten_seconds_does_not_slow_a_customer_send(tmp_path, d
                    what="a delivery that hangs")
         with_slow = send_timed(server, email, token, chat_id, 30)
         hanging = [request for request in receiver.requests() if request.status == 0]
+        # The sender gives up on the attempt after 5 s and tries again.
+        again = wait_until(lambda: [request for request in receiver.requests()
+                                    if request.event_id == hanging[0].event_id][1:],
+                           what="the attempt after the timeout")
         release.set()
+        status = flask_command(database_url, "webhooks", "status").stdout
+    assert "timed out after 5 s" in status, status
+    assert 5 <= again[0].at - hanging[0].at < 9
     print(f"send median: {without * 1000:.1f} ms without, {with_slow * 1000:.1f} ms with a "
           "receiver taking 10 s")
     assert hanging  # the sends above were measured while a delivery hung
