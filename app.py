@@ -21,6 +21,7 @@ from flask import Flask, request
 from flask_cors import CORS
 
 import accounts
+import checkpoints
 import lane
 import longpoll
 import migrations
@@ -260,7 +261,7 @@ def start_serving(app):
         start, end = migrations.upgrade()
         if start != end:
             app.logger.info("database schema upgraded from version %s to %s", start, end)
-        models.background_checkpoints.start()
+        checkpoints.background_checkpoints.start()
         webhooks.start_sending(app.config)
         app.logger.info("database: %s", models.describe_database())
         if not accounts.has_active_users():

@@ -201,10 +201,11 @@ def mark_read(chat, side, seq, agent=None):
         last_seq = queries.LAST_SEQ.value(chat.id)
         if seq > last_seq:
             raise SeqBeyondLast(last_seq)
-        if marks.advance.execute(seq, chat.id, seq).rowcount:
-            events.read_mark_moved(chat.id, seq, agent)
+        moved = marks.advance.execute(seq, chat.id, seq).rowcount
         mark = marks.current.value(chat.id)
         unread = marks.unread.value(chat.id, side.unread_sender)
+        if moved:
+            events.read_mark_moved(chat.id, seq, agent)
     return mark, unread
 
 

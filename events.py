@@ -27,7 +27,6 @@ MESSAGE_CREATED = "message.created"
 CHAT_CLOSED_EVENT = "chat.closed"
 CHAT_REOPENED = "chat.reopened"
 CHAT_READ = "chat.read"
-PING = "ping"  # `webhooks test` only: never in the log
 
 PURGE_BATCH = 1000
 DELIVERY_PENDING = "pending"
@@ -66,6 +65,7 @@ def actor(agent):
 
 
 def chat_created(chat_id):
+    """(Recorded right before its first message's `message_created`.)"""
     record(CHAT_CREATED, {"chat": chat_data(chat_id)}, chat_id)
 
 
@@ -136,9 +136,10 @@ def as_json(row):
 # --- purging -------------------------------------------------------------------------------
 
 def purge(retention, endpoint_ids=()):
-    """Delete the events older than `retention` (a timedelta), oldest first, and their
-    deliveries, but none from the oldest event still waiting to be delivered to one of
-    `endpoint_ids` on: returns how many events went."""
+    """Delete the events older than `retention` (a timedelta), oldest first, with their
+    deliveries; but nothing that one of `endpoint_ids` (the configured webhooks) still has to
+    send: neither an event it has not queued yet nor one still pending for it. Returns how
+    many events went."""
     cutoff = utcnow() - retention
     purged = 0
     while True:
@@ -147,6 +148,9 @@ def purge(retention, endpoint_ids=()):
             if through is None:
                 return purged
             queries.DELETE_DELIVERIES_THROUGH.execute(through, DELIVERY_PENDING)
+            for endpoint in queries.ALL_ENDPOINTS.all():
+                if endpoint.id not in endpoint_ids:  # a URL no longer configured
+                    queries.DELETE_ENDPOINT_DELIVERIES_THROUGH.execute(through, endpoint.id)
             purged += queries.DELETE_EVENTS_THROUGH.execute(through).rowcount
 
 
@@ -158,11 +162,11 @@ def purge_boundary(cutoff, endpoint_ids):
         if as_datetime(row.created_at) >= cutoff:
             break
         through = row.id
-    waiting = [queries.OLDEST_UNDELIVERED_EVENT.value(endpoint_id, DELIVERY_PENDING)
-               for endpoint_id in endpoint_ids]
-    waiting = [event_id for event_id in waiting if event_id is not None]
-    if through is not None and waiting:
-        through = min(through, min(waiting) - 1)
-    if through is None or through < oldest[0].id:
+    if through is None:
         return None
-    return through
+    for endpoint_id in endpoint_ids:
+        through = min(through, queries.ENDPOINT_PROGRESS.value(endpoint_id))
+        pending = queries.OLDEST_UNDELIVERED_EVENT.value(endpoint_id, DELIVERY_PENDING)
+        if pending is not None:
+            through = min(through, pending - 1)
+    return through if through >= oldest[0].id else None

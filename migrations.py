@@ -213,7 +213,7 @@ def frozen_version_5():
             legacy_table_names = False  # index names follow "webhook_delivery"
             indexes = ((("endpoint", "event_id"), True),
                        (("endpoint", "state", "event_id"), False),
-                       (("endpoint", "chat_id", "event_id"), False))
+                       (("endpoint", "state", "chat_id", "event_id"), False))
 
     return SimpleNamespace(Event=Event, EventCounter=EventCounter,
                            WebhookEndpoint=WebhookEndpoint, WebhookDelivery=WebhookDelivery,
@@ -302,6 +302,28 @@ class TargetNotEmpty(Exception):
     """The database to copy into already holds data."""
 
 
+def open_database(url, sqlite_synchronous="NORMAL", pool_size=4):
+    """A second database (for `db copy`), configured as `configure_database` would; the models
+    stay on the first."""
+    current = models.database.obj
+    try:
+        return models.configure_database(url, sqlite_synchronous, pool_size,
+                                         close_current=False)
+    finally:
+        models.database.initialize(current)
+
+
+def reset_sequences(db, copied_models):
+    """After rows were copied in with their ids, make the next ids follow them. SQLite takes
+    max(id) + 1 by itself; PostgreSQL's sequences must be told."""
+    if db.__class__.__name__.endswith("SqliteDatabase"):
+        return
+    for model in copied_models:
+        table = model._meta.table_name
+        db.execute_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
+                       f"COALESCE((SELECT MAX(id) FROM \"{table}\"), 0) + 1, false)")
+
+
 def copy_database(target_url, on_batch=lambda model, count: None):
     """Copy every row of the current database into `target_url`, ids and all.
 
@@ -309,7 +331,7 @@ def copy_database(target_url, on_batch=lambda model, count: None):
     the source, rows in the target)} so the caller can check the two agree.
     """
     source = models.database.obj
-    target = models.open_database(target_url)
+    target = open_database(target_url)
     try:
         models.database.initialize(target)
         try:
@@ -320,7 +342,7 @@ def copy_database(target_url, on_batch=lambda model, count: None):
             models.database.initialize(source)
         for model in COPY_ORDER:
             copy_table(model, target, on_batch)
-        models.reset_sequences(target, [model for model in COPY_ORDER
+        reset_sequences(target, [model for model in COPY_ORDER
                                         if model is not models.Event])
         copy_event_counter(target)
         return {model._meta.table_name: count_both(model, target) for model in COPY_ORDER}

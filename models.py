@@ -10,7 +10,6 @@ import errno
 import logging
 import os
 import secrets
-import sqlite3
 import stat
 import threading
 from urllib.parse import urlsplit
@@ -182,7 +181,7 @@ class WebhookDelivery(BaseModel):
 
     class Meta:
         indexes = ((("endpoint", "event_id"), True), (("endpoint", "state", "event_id"), False),
-                   (("endpoint", "chat_id", "event_id"), False))
+                   (("endpoint", "state", "chat_id", "event_id"), False))
 
 
 def is_sqlite():
@@ -191,71 +190,9 @@ def is_sqlite():
 
 SQLITE_CACHE_KIB = 512
 SQLITE_BACKSTOP_CHECKPOINT_PAGES = 20_000  # 80 MB of log
-CHECKPOINT_SECONDS = 0.2
-
-
-class BackgroundCheckpoints:
-    """On SQLite, copy the write-ahead log back into the database file from a thread of its
-    own, several times a second.
-
-    Left to SQLite, the commit that takes the log past 1,000 pages does the copy and waits for
-    it, and every request queued behind it waits too: a checkpoint every 100 or so sends, each
-    with its fsyncs. Here a PASSIVE checkpoint runs beside the requests (it blocks neither
-    readers nor writers), and a page changed by many commits is copied once.
-    """
-
-    def __init__(self):
-        self._stop = None
-        self._thread = None
-
-    def start(self):
-        """Start for the configured database (nothing to do on PostgreSQL)."""
-        self.stop()
-        if not is_sqlite() or database.obj.database in ("", ":memory:"):
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoints",
-                                        args=(database.obj.database, self._stop), daemon=True)
-        self._thread.start()
-
-    def stop(self):
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(10)
-            self._thread = None
-
-    @staticmethod
-    def _run(path, stop):
-        connection = None
-        try:
-            while not stop.wait(CHECKPOINT_SECONDS):
-                try:
-                    if connection is None:  # (a folder removed meanwhile fails here: retried)
-                        connection = open_checkpoint_connection(path)
-                    # Most of the log is copied while requests go on. The last few commits are
-                    # copied with this process's writers held off: a log copied to its end is
-                    # started again from the top by the next writer, and one that never is
-                    # would only grow.
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    with sqlite_writer:
-                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as error:  # the next round tries again
-                    # Five rounds a second: a read-only or full disk would flood the log.
-                    database_trouble.log.once_a_minute(
-                        logger, logging.WARNING, f"background checkpoint failed: {error}")
-        finally:
-            if connection is not None:
-                connection.close()
-
-
-def open_checkpoint_connection(path):
-    return sqlite3.connect(path, timeout=10)
-
-
-background_checkpoints = BackgroundCheckpoints()
-
-# Called when the models move to another database: threads that watch the old one stop.
-database_switch_hooks = [background_checkpoints.stop]
+# Called when the models move to another database: threads that use the old one stop
+# (checkpoints.py, changes.py and webhooks.py add theirs).
+database_switch_hooks = []
 
 
 def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_current=True):
@@ -296,27 +233,6 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_cur
         database_trouble.reset()
     database.initialize(connect_url(pooled_url, **options))
     return database.obj
-
-
-def open_database(url, sqlite_synchronous="NORMAL", pool_size=4):
-    """A second database (for `db copy`), configured as `configure_database` would; the models
-    stay on the first."""
-    current = database.obj
-    try:
-        return configure_database(url, sqlite_synchronous, pool_size, close_current=False)
-    finally:
-        database.initialize(current)
-
-
-def reset_sequences(db, models):
-    """After rows were copied in with their ids, make the next ids follow them. SQLite takes
-    max(id) + 1 by itself; PostgreSQL's sequences must be told."""
-    if db.__class__.__name__.endswith("SqliteDatabase"):
-        return
-    for model in models:
-        table = model._meta.table_name
-        db.execute_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
-                       f"COALESCE((SELECT MAX(id) FROM \"{table}\"), 0) + 1, false)")
 
 
 def sqlite_path():

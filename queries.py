@@ -144,7 +144,8 @@ MESSAGES_AFTER = Statement(
 
 # Taking the next id is the lock: the counter's row (PostgreSQL) or the IMMEDIATE transaction
 # (SQLite) is held until commit, so event writers commit in id order and a rollback gives its
-# id back. Written last in every transaction, so the row is held for the commit alone.
+# id back. Events are recorded as late in their transactions as they can be, so the row is
+# held for little more than the commit (and PostgreSQL's NOTIFY serializes commits anyway).
 NEXT_EVENT_ID = Statement(
     'UPDATE "event_counter" SET "last_id" = "last_id" + 1 WHERE "id" = 1 RETURNING "last_id"',
     "last_id")
@@ -168,6 +169,8 @@ OLDEST_UNDELIVERED_EVENT = Statement(
 DELETE_EVENTS_THROUGH = Statement('DELETE FROM "event" WHERE "id" <= ?')
 DELETE_DELIVERIES_THROUGH = Statement(
     'DELETE FROM "webhook_delivery" WHERE "event_id" <= ? AND "state" <> ?')
+DELETE_ENDPOINT_DELIVERIES_THROUGH = Statement(
+    'DELETE FROM "webhook_delivery" WHERE "event_id" <= ? AND "endpoint_id" = ?')
 
 
 # --- webhook deliveries (webhooks.py) ---------------------------------------------------------
@@ -184,13 +187,17 @@ ALL_ENDPOINTS = Statement(
     "id url fanned_out_through", "Endpoint")
 ENDPOINT_PROGRESS = Statement(
     'SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ?', "fanned_out_through")
-# Copying new events into an endpoint's deliveries takes its row: one sender at a time does it.
-# (SQLite's IMMEDIATE transaction is already alone; PostgreSQL's other senders skip it.)
-LOCK_ENDPOINT = {
-    "sqlite": ENDPOINT_PROGRESS,
-    "postgresql": Statement('SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ? '
-                            'FOR UPDATE SKIP LOCKED', "fanned_out_through"),
-}
+_LOCK_ENDPOINT = Statement(
+    'SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ? FOR UPDATE SKIP LOCKED',
+    "fanned_out_through")
+
+
+def lock_endpoint(endpoint_id):
+    """Inside a write transaction: take the endpoint's row to copy new events into its
+    deliveries, one sender at a time; its `fanned_out_through`, or None when another sender
+    has it (PostgreSQL). SQLite's IMMEDIATE transaction is alone already."""
+    statement = ENDPOINT_PROGRESS if is_sqlite() else _LOCK_ENDPOINT
+    return statement.value(endpoint_id)
 ANY_DUE_DELIVERY = Statement(
     'SELECT 1 FROM "webhook_delivery" WHERE "endpoint_id" = ? AND "state" = ? '
     'AND "next_attempt_at" <= ? AND ("claimed_until" IS NULL OR "claimed_until" < ?) LIMIT 1')
@@ -206,22 +213,32 @@ FAN_OUT = Statement(
 SET_FANNED_OUT = Statement(
     'UPDATE "webhook_endpoint" SET "fanned_out_through" = ? WHERE "id" = ?')
 
-# Claims the endpoint's due deliveries, oldest first, each only if no earlier event of its chat
-# is still pending there (in flight or waiting for a retry): a chat's events arrive in order.
-# A claim lasts until `claimed_until`; a sender that died gives its claims up that way.
+# Claims the endpoint's due deliveries, oldest first, from among the oldest pending delivery of
+# each chat: a later event of a chat waits while an earlier one is in flight or waiting for a
+# retry, so that a chat's events arrive in order. (Only those heads are looked at: a backlog
+# behind them costs nothing.) A claim lasts until `claimed_until`; a sender that died gives its
+# claims up that way.
 _CLAIM = (
     'UPDATE "webhook_delivery" SET "claim" = ?, "claimed_until" = ? WHERE "id" IN ('
-    'SELECT d."id" FROM "webhook_delivery" AS d WHERE d."endpoint_id" = ? AND d."state" = ? '
-    'AND d."next_attempt_at" <= ? AND (d."claimed_until" IS NULL OR d."claimed_until" < ?) '
-    'AND NOT EXISTS (SELECT 1 FROM "webhook_delivery" AS e '
-    'WHERE e."endpoint_id" = d."endpoint_id" AND e."chat_id" = d."chat_id" '
-    'AND e."state" = d."state" AND e."event_id" < d."event_id") '
+    'SELECT d."id" FROM "webhook_delivery" AS d JOIN ('
+    'SELECT MIN("event_id") AS "head" FROM "webhook_delivery" '
+    'WHERE "endpoint_id" = ? AND "state" = ? GROUP BY "chat_id") AS h '
+    'ON d."endpoint_id" = ? AND d."event_id" = h."head" '
+    'WHERE d."next_attempt_at" <= ? AND (d."claimed_until" IS NULL OR d."claimed_until" < ?) '
     'ORDER BY d."event_id" LIMIT ?{lock})')
-CLAIM_DELIVERIES = {
-    "sqlite": Statement(_CLAIM.format(lock="")),
+_CLAIM_DELIVERIES = {
+    "sqlite": Statement(_CLAIM.format(lock="")),  # its IMMEDIATE transaction is alone
     # Two senders claiming at once each skip the rows the other is taking.
     "postgresql": Statement(_CLAIM.format(lock=" FOR UPDATE OF d SKIP LOCKED")),
 }
+
+
+def claim_deliveries(claim, until, endpoint_id, state, now, count):
+    """Inside a write transaction: mark up to `count` deliveries as claimed by `claim`."""
+    statement = _CLAIM_DELIVERIES["sqlite" if is_sqlite() else "postgresql"]
+    statement.execute(claim, until, endpoint_id, state, endpoint_id, now, now, count)
+
+
 CLAIMED_DELIVERIES = Statement(
     'SELECT d."id", d."event_id", d."attempts", d."created_at", d."claim", e."type", '
     'e."body" FROM "webhook_delivery" AS d LEFT JOIN "event" AS e ON e."id" = d."event_id" '
@@ -249,10 +266,6 @@ REQUEUE_FAILED = Statement(
     'UPDATE "webhook_delivery" SET "state" = ?, "attempts" = 0, "next_attempt_at" = ?, '
     '"created_at" = ? WHERE "endpoint_id" = ? AND "state" = ? AND "event_id" >= ?')
 EVENT_TIME = Statement('SELECT "created_at" FROM "event" WHERE "id" = ?', "created_at")
-
-
-def backend():
-    return "sqlite" if is_sqlite() else "postgresql"
 
 
 # --- read marks, one statement set per side's mark ----------------------------------------

@@ -35,6 +35,7 @@ import time
 import peewee
 from waitress import wasyncore
 
+import checkpoints
 import eventloop
 import lane
 import longpoll
@@ -83,7 +84,7 @@ def main():
         logger.info("interrupted: stopped at once")
     finally:
         webhooks.stop_sending()  # the deliveries in flight are recorded, not cut off
-        models.background_checkpoints.stop()
+        checkpoints.background_checkpoints.stop()
 
 
 def tune_malloc():

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import limits
 import limits.storage
 import limits.util
+import urllib3.exceptions
+import urllib3.util
 
 
 class SettingError(ValueError):
@@ -251,31 +253,50 @@ WEBHOOK_SECRET_MIN_LENGTH = 32
 
 def webhook_urls(value):
     """Comma-separated http(s) URLs, each with a host; the distinct ones, in order, as a
-    tuple (empty: no webhooks)."""
+    tuple (empty: no webhooks). A URL's path and query often hold its secret: an error shows
+    which URL (by its place in the list) and its scheme and host, never the rest."""
     if value is None:
         return ()
     if isinstance(value, list | tuple):
         value = ",".join(value)
     urls = []
-    for url in text(value).split(","):
+    for number, url in enumerate(text(value).split(","), start=1):
         url = url.strip(" \t")
-        if not url:
-            continue
-        if len(url) > WEBHOOK_URL_MAX_LENGTH or not url.isascii() or not url.isprintable() \
-                or " " in url:
-            raise Invalid(f"{shown(url)} is not a URL of at most {WEBHOOK_URL_MAX_LENGTH} "
-                          "printable ASCII characters")
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018  (raises on a port that is not 1 to 65535)
-        except ValueError:
-            raise Invalid(f"{shown(url)}: the port is not a number from 1 to 65535") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
-            raise Invalid(f"{shown(url)} is not an http:// or https:// URL with a host "
-                          "(and no #fragment)")
-        if url not in urls:
-            urls.append(url)
+        if url:
+            problem = webhook_url_problem(url)
+            if problem:
+                raise Invalid(f"URL {number} ({shown_place(url)}) {problem}")
+            if url not in urls:
+                urls.append(url)
     return tuple(urls)
+
+
+def webhook_url_problem(url):
+    """What is wrong with one webhook URL, as the sender's HTTP library reads it, or None."""
+    if len(url) > WEBHOOK_URL_MAX_LENGTH or not url.isascii() or not url.isprintable() \
+            or " " in url:
+        return (f"is not printable ASCII without spaces, at most {WEBHOOK_URL_MAX_LENGTH} "
+                "characters")
+    try:
+        parts = urllib3.util.parse_url(url)
+    except urllib3.exceptions.LocationParseError:  # a bracket left open, a port past 65535
+        return "does not name a host and port"
+    if parts.scheme not in ("http", "https") or parts.fragment is not None:
+        return "is not an http:// or https:// URL (without a #fragment)"
+    if not parts.host:
+        return "does not name a host"
+    if parts.port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    return None
+
+
+def shown_place(url):
+    """Only the scheme and host of a URL, for messages."""
+    scheme, found, rest = url.partition("://")
+    if not found:
+        return "no scheme://"
+    place = rest.split("/")[0].split("?")[0].split("#")[0].rpartition("@")[2]
+    return shown(f"{scheme}://{place}/...", 80)
 
 
 def webhook_secret(value):

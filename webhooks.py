@@ -16,151 +16,43 @@ several senders (server processes, `flask --app app webhooks run` workers) share
 """
 import concurrent.futures
 import datetime
-import email.utils
-import hashlib
-import hmac
-import json
 import logging
 import random
 import secrets
 import threading
 import time
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
-import urllib3
 from peewee import DatabaseError
 
 import events
 import queries
+import webhook_http
 from changes import changes
 from dbtrouble import OnceAMinute
 from models import (
     as_datetime,
     database,
     database_switch_hooks,
-    iso_utc,
     utcnow,
     write_transaction,
 )
+from webhook_http import TIMEOUT_SECONDS, Outcome, describe, new_http, post
 
 logger = logging.getLogger("supportzen.webhooks")
 
-VERSION = "2"
-USER_AGENT = f"SupportZen-Webhooks/{VERSION}"
-TIMEOUT_SECONDS = 5
 MAX_BACKOFF_SECONDS = 3600  # retries come at least once an hour until they stop
-WORKERS = 8  # deliveries in flight at once, per sender
+# Attempts in flight at once per endpoint and sender: one slow receiver takes only its own.
+PER_ENDPOINT = webhook_http.CONNECTIONS_PER_ENDPOINT
 FAN_OUT_BATCH = 500
 IDLE_SECONDS = 1.0  # how often a sender looks for work nobody rang it about
 NO_ENDPOINT_IDLE_SECONDS = 60.0  # (with no endpoint, only for events to purge)
 BATCH_SECONDS = 0.05
 PURGE_EVERY_SECONDS = 600
-ANSWER_KEPT_CHARACTERS = 200
 
 PENDING = events.DELIVERY_PENDING
 DELIVERED = "delivered"
 FAILED = "failed"
-
-
-# --- one attempt ---------------------------------------------------------------------------
-
-def signature(secret, timestamp, body):
-    """The X-Livechat-Signature value: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
-    keyed with WEBHOOK_SECRET."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-class Outcome(NamedTuple):
-    """What one attempt came to: `delivered`, or worth trying again (`retry`, after
-    `retry_after` seconds when the receiver said so), or neither (failed for good)."""
-    delivered: bool
-    retry: bool
-    status: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    answer: str = ""
-
-
-RETRIED_STATUSES = {408, 429}
-
-
-def judge(status, retry_after_header, answer):
-    if 200 <= status < 300:
-        return Outcome(True, False, status, answer=answer)
-    if status in RETRIED_STATUSES or status >= 500:
-        return Outcome(False, True, status, f"HTTP {status}", parse_retry_after(
-            retry_after_header), answer)
-    if 300 <= status < 400:
-        return Outcome(False, False, status, f"HTTP {status}: redirects are not followed",
-                       answer=answer)
-    return Outcome(False, False, status, f"HTTP {status}", answer=answer)
-
-
-def parse_retry_after(value):
-    """Seconds from a Retry-After header (a number of seconds, or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return max(0.0, (moment - datetime.datetime.now(datetime.UTC)).total_seconds())
-
-
-def describe_error(error):
-    """One line about a failed connection, naming no URL (it may hold a secret)."""
-    if isinstance(error, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError)
-        # "<connection object>: Failed to establish a new connection: [Errno 111] Connection
-        # refused": the reason is the last part.
-        return f"connection failed: {str(error).rsplit(': ', 1)[-1]}"
-    if isinstance(error, urllib3.exceptions.TimeoutError):
-        return f"timed out after {TIMEOUT_SECONDS} s"
-    if isinstance(error, urllib3.exceptions.SSLError):
-        return "TLS error"
-    if isinstance(error, urllib3.exceptions.ProtocolError):
-        return "connection broken before an answer"
-    return type(error).__name__
-
-
-def post(http, url, secret, event_id, event_type, body):
-    """POST one event's body to `url`, signed now; its `Outcome`."""
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-               "X-Livechat-Event-Id": str(event_id), "X-Livechat-Event-Type": event_type,
-               "X-Livechat-Signature": signature(secret, int(time.time()), body)}
-    try:
-        response = http.request("POST", url, body=body, headers=headers, redirect=False,
-                                retries=False, preload_content=False,
-                                timeout=urllib3.Timeout(total=TIMEOUT_SECONDS))
-    except urllib3.exceptions.HTTPError as error:
-        return Outcome(False, True, error=describe_error(error))
-    try:
-        answer = response.read(ANSWER_KEPT_CHARACTERS * 4).decode("utf-8", "replace")
-    except urllib3.exceptions.HTTPError:
-        answer = ""
-    finally:
-        response.close()  # the rest of a long answer is never read
-    return judge(response.status, response.headers.get("Retry-After"),
-                 answer[:ANSWER_KEPT_CHARACTERS])
-
-
-def new_http():
-    return urllib3.PoolManager(maxsize=WORKERS, retries=False)
-
-
-def describe(url):
-    """An endpoint as logs and `webhooks status` show it: scheme, host and port, and "..."
-    for the rest (the path or query of a webhook URL is often its secret)."""
-    parts = urlsplit(url)
-    place = parts.netloc.rpartition("@")[2]  # never a user:password
-    more = parts.path not in ("", "/") or parts.query
-    return f"{parts.scheme}://{place}/{'...' if more else ''}"
 
 
 # --- when to try again ---------------------------------------------------------------------
@@ -190,15 +82,21 @@ def next_state(outcome, attempts, queued_at, now, policy):
     deadline = queued_at + policy.give_up_after
     if now >= deadline:
         return FAILED, now
-    wait = outcome.retry_after if outcome.retry_after is not None else policy.delay(attempts)
-    return PENDING, min(now + datetime.timedelta(seconds=wait), deadline)
+    wait = policy.delay(attempts)
+    if outcome.retry_after is not None:
+        # The receiver's word, but never sooner than a first retry: a Retry-After of 0 or of a
+        # date gone by would have us hammer a receiver that asked for a pause.
+        wait = max(outcome.retry_after, policy.first_seconds)
+    left = (deadline - now).total_seconds()  # (and never past the deadline, however far)
+    return PENDING, now + datetime.timedelta(seconds=min(wait, left))
 
 
 # --- the sender ----------------------------------------------------------------------------
 
 class Sender:
     """Delivers every configured endpoint's events from a thread of its own, with up to
-    `WORKERS` attempts in flight; also purges old events. One per server process or worker.
+    `PER_ENDPOINT` attempts in flight for each endpoint; also purges old events. One per server
+    process or worker.
     """
 
     def __init__(self, config, deliver=True):
@@ -212,18 +110,21 @@ class Sender:
         self.doorbell = threading.Event()
         self.stopping = threading.Event()
         self.endpoints = None  # {id: url}, registered by `start`
-        self.in_flight = 0
+        self.in_flight = {}  # endpoint id -> its attempts in flight
         self._lock = threading.Lock()
         self._pool = None
         self._thread = None
         self.trouble = OnceAMinute()
+        self._next_bug_report = 0.0
 
     def start(self):
         """Register the endpoints now (the events from here on are theirs), then send from a
         thread of its own."""
         self.endpoints = register(self.urls)
         database.close()
-        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "webhook")
+        self.in_flight = dict.fromkeys(self.endpoints, 0)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            PER_ENDPOINT * max(1, len(self.endpoints)), "webhook")
         changes.event_listeners.append(self.doorbell.set)
         self._thread = threading.Thread(target=self.run, name="webhook-sender", daemon=True)
         self._thread.start()
@@ -239,7 +140,7 @@ class Sender:
         if self._pool is not None:
             self._pool.shutdown(wait=False)  # (never more queued than it has threads)
             deadline = time.monotonic() + timeout
-            while self.in_flight and time.monotonic() < deadline:
+            while any(self.in_flight.values()) and time.monotonic() < deadline:
                 time.sleep(0.05)
 
     def run(self):
@@ -260,12 +161,21 @@ class Sender:
             except DatabaseError as error:
                 self.trouble.once_a_minute(logger, logging.WARNING,
                                            f"webhook sender: database: {error}")
+            except Exception:  # a bug must not end the thread: the next round tries again
+                self.complain_of_bug("webhook sender round failed")
             finally:
                 database.close()
             # Events that come in a burst are copied and claimed together: a round at most
             # every BATCH_SECONDS, whatever rings.
             self.stopping.wait(max(0.0, started + BATCH_SECONDS - time.monotonic()))
             self.doorbell.wait(idle)
+
+    def complain_of_bug(self, what):
+        """Log the exception being handled, with its traceback, at most once a minute."""
+        now = time.monotonic()
+        if now >= self._next_bug_report:
+            self._next_bug_report = now + 60
+            logger.exception(what)
 
     def until_next_attempt(self):
         """Seconds until the soonest retry of any endpoint is due (a retry due in 50 ms is
@@ -287,12 +197,14 @@ class Sender:
     def claim_and_send(self):
         for endpoint_id, url in self.endpoints.items():
             with self._lock:
-                room = WORKERS - self.in_flight
-            if room <= 0 or self.stopping.is_set():
+                room = PER_ENDPOINT - self.in_flight[endpoint_id]
+            if self.stopping.is_set():
                 return
+            if room <= 0:
+                continue  # this endpoint is busy: the others are not held up by it
             for delivery in claim(endpoint_id, room, self.claim_for):
                 with self._lock:
-                    self.in_flight += 1
+                    self.in_flight[endpoint_id] += 1
                 self._pool.submit(self.attempt, endpoint_id, url, delivery)
 
     def attempt(self, endpoint_id, url, delivery):
@@ -307,11 +219,11 @@ class Sender:
             self.trouble.once_a_minute(logger, logging.WARNING,
                                        f"webhook sender: cannot record an attempt: {error}")
         except Exception:  # a bug here must not kill the pool's thread
-            logger.exception("webhook delivery of event %s failed", delivery.event_id)
+            self.complain_of_bug(f"webhook delivery of event {delivery.event_id} failed")
         finally:
             database.close()
             with self._lock:
-                self.in_flight -= 1
+                self.in_flight[endpoint_id] -= 1
             self.doorbell.set()
 
     def record(self, endpoint_id, url, delivery, outcome):
@@ -355,7 +267,7 @@ def fan_out(endpoint_id):
         return  # (without the write lock, which this takes every second)
     while True:
         with write_transaction():
-            done = queries.LOCK_ENDPOINT[queries.backend()].value(endpoint_id)
+            done = queries.lock_endpoint(endpoint_id)
             if done is None or done >= newest:
                 return
             through = min(newest, done + FAN_OUT_BATCH)
@@ -375,20 +287,8 @@ def claim(endpoint_id, count, claim_for):
     claim_id = secrets.token_hex(8)
     with write_transaction():
         now = utcnow()
-        queries.CLAIM_DELIVERIES[queries.backend()].execute(
-            claim_id, now + claim_for, endpoint_id, PENDING, now, now, count)
+        queries.claim_deliveries(claim_id, now + claim_for, endpoint_id, PENDING, now, count)
         return queries.CLAIMED_DELIVERIES.all(claim_id)
-
-
-def ping(url, secret, http=None):
-    """Send a `ping` event to `url` now (not through the log: id 0, never retried); its
-    `Outcome` and the milliseconds it took."""
-    body = json.dumps({"id": 0, "type": events.PING, "created_at": iso_utc(utcnow()),
-                       "data": {"message": "A test from `flask --app app webhooks test`."}},
-                      separators=(",", ":")).encode()
-    started = time.monotonic()
-    outcome = post(http or new_http(), url, secret, 0, events.PING, body)
-    return outcome, (time.monotonic() - started) * 1000
 
 
 # --- the server's sender -------------------------------------------------------------------

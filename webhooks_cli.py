@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 
 import events
 import queries
+import webhook_http
 import webhooks as sending
 from cli import database_errors_explained, needs_current_schema
 from models import as_datetime, database, iso_utc, utcnow, write_transaction
@@ -68,7 +69,7 @@ def endpoint_report(endpoint, newest, configured):
     failed, delivered = (counts[state].count if state in counts else 0
                          for state in (sending.FAILED, sending.DELIVERED))
     oldest_age = f" (oldest {age(min(map(as_datetime, oldest)))})" if oldest else ""
-    lines = [f"{sending.describe(endpoint.url)} (endpoint {endpoint.id}"
+    lines = [f"{webhook_http.describe(endpoint.url)} (endpoint {endpoint.id}"
              f"{'' if configured else ', not in WEBHOOK_URL: not sent'})",
              f"  pending {pending_count}{oldest_age}, failed {failed}, delivered {delivered}"]
     last = queries.LAST_ERROR.one(endpoint.id)
@@ -102,17 +103,17 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 def parse_since(value):
     """A moment in naive UTC from "30m", "2h", "7d" ago, or an ISO date or time (UTC unless it
     says otherwise)."""
-    match = RELATIVE.match(value.strip())
-    if match:
-        return utcnow() - datetime.timedelta(**{UNITS[match[2]]: int(match[1])})
     try:
+        match = RELATIVE.match(value.strip())
+        if match:
+            return utcnow() - datetime.timedelta(**{UNITS[match[2]]: int(match[1])})
         moment = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+        return moment
+    except (ValueError, OverflowError):  # not a time, or none a computer can hold
         raise click.BadParameter("use 30m, 2h, 7d or an ISO time such as "
-                                 "2026-11-25T08:00:00Z") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
-    return moment
+                                 "2026-11-25T08:00:00Z", param_hint="--since") from None
 
 
 @webhook_commands.command("retry")
@@ -141,7 +142,7 @@ def retry(failed, since):
             requeued = queries.REQUEUE_FAILED.execute(
                 sending.PENDING, now, now, endpoint.id, sending.FAILED,
                 first_id).rowcount if failed else 0
-            click.echo(f"{sending.describe(endpoint.url)}: {due} pending due now"
+            click.echo(f"{webhook_http.describe(endpoint.url)}: {due} pending due now"
                        + (f", {requeued} failed queued again" if failed else ""))
     database.close()
 
@@ -152,11 +153,11 @@ def test():
     config = current_app.config
     all_answered = True
     for url in configured_urls():
-        outcome, took = sending.ping(url, config["WEBHOOK_SECRET"])
+        outcome, took = webhook_http.ping(url, config["WEBHOOK_SECRET"])
         answer = f"HTTP {outcome.status}" if outcome.status is not None else outcome.error
         body = f": {outcome.answer!r}" if outcome.answer else ""
         verdict = "ok" if outcome.delivered else "FAILED"
-        click.echo(f"{sending.describe(url)}: {verdict}: {answer} in {took:.0f} ms{body}")
+        click.echo(f"{webhook_http.describe(url)}: {verdict}: {answer} in {took:.0f} ms{body}")
         all_answered &= outcome.delivered
     if not all_answered:
         raise SystemExit(1)

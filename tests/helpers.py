@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import requests
 
 import accounts
+import checkpoints
 import models
+import webhooks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,9 +41,12 @@ def assert_error(response, status, code):
 
 
 def release_database():
-    """Stop SQLite's checkpoint thread (joined) and close every pooled connection: at the end
-    of a test, and before a test hands its database to a server process."""
-    models.background_checkpoints.stop()
+    """Stop the background threads that use the pool (SQLite's checkpoints, the webhook
+    sender), then close every pooled connection: at the end of a test, and before a test hands
+    its database to a server process. (Closing a connection another thread is using can crash
+    the driver.)"""
+    webhooks.stop_sending()
+    checkpoints.background_checkpoints.stop()
     if models.database.obj is not None:
         models.database.obj.close_all()
 

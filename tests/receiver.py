@@ -32,11 +32,11 @@ class Receiver:
 
     def __init__(self, answer=ok):
         self.answer = answer
+        self.dribble_seconds = 0  # set: answers come a byte at a time, this far apart
         self.received = []
         self._lock = threading.Lock()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self._placeholder = None
+        self.port = self._hold_port(0)
         self.url = f"http://127.0.0.1:{self.port}/hooks/livechat?token=secret-part"
         self._server = None
         self._connections = set()
@@ -67,23 +67,37 @@ class Receiver:
                     receiver.received.append(request)  # on arrival, answered or not
                 status, headers, answer = receiver.answer(request)
                 request.status = status
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-                self.wfile.flush()
+                head = [f"HTTP/1.1 {status} Answer"] + [f"{name}: {value}" for name, value in
+                                                        {**headers, "Content-Length":
+                                                         len(answer)}.items()]
+                raw = ("\r\n".join(head) + "\r\n\r\n").encode() + answer
+                if receiver.dribble_seconds:  # a byte at a time, each after a pause
+                    for byte in raw:
+                        time.sleep(receiver.dribble_seconds)
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                else:
+                    self.wfile.write(raw)
+                    self.wfile.flush()
                 request.answered = True
 
             def log_message(self, *args):
                 pass
 
+        self._placeholder.close()
         http.server.ThreadingHTTPServer.allow_reuse_address = True
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
+
+    def _hold_port(self, port):
+        """Bind the port without listening: connections to it are refused, and no other
+        socket can take it meanwhile."""
+        self._placeholder = socket.socket()
+        self._placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._placeholder.bind(("127.0.0.1", port))
+        return self._placeholder.getsockname()[1]
 
     def stop(self):
         """Stop listening, and cut the kept-alive connections too: down is down."""
@@ -91,11 +105,17 @@ class Receiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            self._hold_port(self.port)
         with self._lock:
             connections, self._connections = self._connections, set()
         for connection in connections:
             with contextlib.suppress(OSError):  # closed already
                 connection.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        """Stop, and give the port back."""
+        self.stop()
+        self._placeholder.close()
 
     def requests(self):
         with self._lock:

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import checkpoints
 import models
 from helpers import assert_error, new_customer, release_database, wait_until
 
@@ -163,13 +164,13 @@ class FailingCheckpoints(sqlite3.Connection):
 def test_the_checkpoint_thread_warns_once_not_five_times_a_second(sqlite_app, monkeypatch,
                                                                    caplog):
     FailingCheckpoints.rounds = 0
-    monkeypatch.setattr(models, "open_checkpoint_connection",
+    monkeypatch.setattr(checkpoints, "open_checkpoint_connection",
                         lambda path: sqlite3.connect(path, factory=FailingCheckpoints))
     with caplog.at_level(logging.WARNING, logger="models"):
         with sqlite_app.app_context():
-            models.background_checkpoints.start()
+            checkpoints.background_checkpoints.start()
         wait_until(lambda: FailingCheckpoints.rounds >= 10, what="ten failed checkpoints")
-        models.background_checkpoints.stop()
+        checkpoints.background_checkpoints.stop()
     warnings = [record.getMessage() for record in caplog.records if record.name == "models"]
     assert warnings == ["background checkpoint failed: attempt to write a readonly database"]
 

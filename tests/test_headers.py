@@ -7,7 +7,7 @@ import pytest
 
 import chats
 import models
-from helpers import assert_error
+from helpers import assert_error, release_database
 
 CREATE = "/api/client/live/create"
 EMOJI = "\U0001f600"
@@ -60,7 +60,7 @@ def test_a_database_failure_carries_the_headers(tmp_path, make_app):
     app = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'chat.db'}")
     with app.app_context():
         models.database.pragma("query_only", 1, permanent=True)
-    models.database.close_all()
+    release_database()
     response = app.test_client().get("/healthz")
     assert_error(response, 503, "database_unavailable")
     expect_every_answer_headers(response)

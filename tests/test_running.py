@@ -6,8 +6,7 @@ import sys
 import pytest
 import requests
 
-import models
-from helpers import ROOT, assert_error, running_server, sign
+from helpers import ROOT, assert_error, release_database, running_server, sign
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 
@@ -30,7 +29,7 @@ def test_healthz_is_503_when_the_database_is_unreachable(tmp_path, make_app):
     assert client.get("/healthz").status_code == 200
 
     shutil.rmtree(folder)  # the disk holding the database is gone
-    models.database.close_all()
+    release_database()
     response = client.get("/healthz")
     assert_error(response, 503, "database_unavailable")
     assert response.headers["Retry-After"] == "1"

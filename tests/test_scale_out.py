@@ -59,7 +59,7 @@ def test_db_copy_moves_everything_and_checks_counts(tmp_path, make_app):
                         ("idempotency_key", 3)]:
         assert f"{table}: {rows} -> {rows} ok" in result.output
     assert "copy verified" in result.output
-    models.database.close_all()
+    release_database()
 
     moved = make_app(DATABASE_URL=target_url(tmp_path))
     client = moved.test_client()
