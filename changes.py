@@ -1,4 +1,5 @@
-"""Who waits for which chat, and how a change reaches exactly them, from this process or another.
+"""Who waits for which chat (or for the event log: the key `EVENTS`), and how a change reaches
+exactly them, from this process or another.
 
 `ChatChanges` keeps, for each chat somebody waits on, the waiters of that chat and nothing else:
 a change wakes its own chat's waiters (a dictionary lookup), never every waiter in the process,

@@ -2,6 +2,7 @@
 
     python bench/run.py                       # SQLite, empty and with 1,000,000 messages
     python bench/run.py --postgres postgresql://postgres@127.0.0.1:5432/bench
+    python bench/run.py --webhooks            # also with every event sent to a receiver
 
 Load comes from wrk (installed with apt-get when missing), 16 connections. Each round runs the
 ceiling (a bare Flask view on the same waitress settings) and then every endpoint, so each
@@ -105,10 +106,19 @@ class Server:
         self.log.close()
 
 
-def app_server(python, database_url):
+def app_server(python, database_url, env=None):
     # The open-chat cap is raised: `create` opens thousands of chats per user in a run.
     return Server([python, "app.py"], env={"DATABASE_URL": database_url,
-                                           "MAX_OPEN_CHATS": "1000000"})
+                                           "MAX_OPEN_CHATS": "1000000", **(env or {})})
+
+
+def webhook_receiver():
+    """bench/receiver.py on a free port: (process, its URL)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, os.path.join(BENCH, "receiver.py"), str(port)],
+                               stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    return process, f"http://127.0.0.1:{port}/hook"
 
 
 def ceiling_server():
@@ -367,6 +377,8 @@ def main():
                         help="also run on this PostgreSQL database (it is emptied)")
     parser.add_argument("--no-growth", action="store_true",
                         help="skip the run with 1,000,000 stored messages")
+    parser.add_argument("--webhooks", action="store_true",
+                        help="also run with every event delivered to a local webhook receiver")
     parser.add_argument("--out", default=os.path.join(BENCH, "results.md"))
     args = parser.parse_args()
     if args.rounds < 3:
@@ -387,6 +399,21 @@ def main():
         server.stop()
         summaries.append(empty)
         plans["SQLite, 10,000 messages"] = agent_list_plan(url)
+
+        if args.webhooks:
+            print("SQLite, the same, with every event sent to a webhook receiver", flush=True)
+            url = f"sqlite:///{workdir}/hooked.db"
+            files = scripts(seed(url, 1000, 1000, 10_000), workdir)
+            receiver, receiver_url = webhook_receiver()
+            server = app_server(python, url, env={
+                "WEBHOOK_URL": receiver_url, "WEBHOOK_SECRET": "bench-" + "s" * 32})
+            summaries.append(measure("SQLite: 1,000 chats, 10,000 messages, every event "
+                                     "delivered to a webhook receiver meanwhile", [server],
+                                     ceiling, files, args.rounds, args.duration))
+            server.stop()
+            receiver.terminate()
+            print(f"webhook receiver: {receiver.communicate(timeout=10)[0].strip()}",
+                  flush=True)
 
         growth = None
         if not args.no_growth:

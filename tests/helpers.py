@@ -54,7 +54,8 @@ def release_database():
 def wait_until(condition, timeout=30, what=None):
     """Call `condition` until it returns something true, and return that; fail after `timeout`
     seconds. For state that changes in another thread or process: the deadline is generous
-    because a slow machine only makes the wait longer, never the test wrong."""
+    because a slow machine only makes the wait longer, never the test wrong. `what` (text, or
+    a function giving it at the deadline) says what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
