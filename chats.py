@@ -147,8 +147,9 @@ def create_chat(user, name, plan_id, account_created_at, body, image_url=None, m
         chat_id = queries.INSERT_CHAT.value(public_id, user.id, CHAT_OPEN, name, plan_id,
                                             account_created_at, now, now)
         message = insert_message(chat_id, 1, SENDER_USER, body, image_url, None, now)
-        events.chat_created(chat_id)
-        events.message_created(chat_id, message)
+        chat = events.chat_summary(public_id, CHAT_OPEN, name, plan_id, user.email, user.name)
+        events.chat_created(chat_id, chat)
+        events.message_created(chat_id, chat, message)
     return NewChat(public_id, message.public_id)
 
 
@@ -161,7 +162,8 @@ def add_agent_reply(chat, agent, body, image_url=None):
             raise ChatClosed()
         message = insert_message(bumped.id, bumped.last_seq, SENDER_AGENT, body, image_url,
                                  agent, now)
-        events.message_created(bumped.id, message)
+        customer = queries.CUSTOMER_OF.one(bumped.user_id)
+        events.message_created(bumped.id, bumped_summary(bumped, customer), message)
     return NewMessage(message.public_id, bumped.last_seq)
 
 
@@ -178,8 +180,14 @@ def send_as_customer(user, public_id, body, image_url=None):
             raise ChatClosed()
         message = insert_message(bumped.id, bumped.last_seq, SENDER_USER, body, image_url,
                                  None, now)
-        events.message_created(bumped.id, message)
+        events.message_created(bumped.id, bumped_summary(bumped, user), message)
     return NewMessage(message.public_id, bumped.last_seq)
+
+
+def bumped_summary(bumped, customer):
+    """The event's view of a chat a message just went into (its customer: email, name)."""
+    return events.chat_summary(bumped.public_id, CHAT_OPEN, bumped.name, bumped.plan_id,
+                               customer.email, customer.name)
 
 
 def set_status(chat, status, agent=None):

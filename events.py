@@ -51,10 +51,16 @@ def record(event_type, data, chat_id=None):
 # --- what each event says ------------------------------------------------------------------
 
 def chat_data(chat_id):
+    """What events tell of a chat, as it is now in this transaction."""
     chat = queries.EVENT_CHAT.one(chat_id)
-    return {"chatId": chat.public_id, "status": chat.status, "name": chat.name,
-            "plan_id": chat.plan_id,
-            "customer": {"email": chat.email, "name": chat.customer_name}}
+    return chat_summary(chat.public_id, chat.status, chat.name, chat.plan_id, chat.email,
+                        chat.customer_name)
+
+
+def chat_summary(public_id, status, name, plan_id, email, customer_name):
+    """The same from what the writer has at hand (a send knows it all: no query)."""
+    return {"chatId": public_id, "status": status, "name": name, "plan_id": plan_id,
+            "customer": {"email": email, "name": customer_name}}
 
 
 def actor(agent):
@@ -64,15 +70,15 @@ def actor(agent):
     return {"type": "agent", "name": agent.name, "display_name": agent.display_name}
 
 
-def chat_created(chat_id):
-    """(Recorded right before its first message's `message_created`.)"""
-    record(CHAT_CREATED, {"chat": chat_data(chat_id)}, chat_id)
+def chat_created(chat_id, chat):
+    """`chat`: its `chat_summary`. (Recorded right before its first message's.)"""
+    record(CHAT_CREATED, {"chat": chat}, chat_id)
 
 
-def message_created(chat_id, message):
-    """`message`: a `chats.StoredMessage`."""
+def message_created(chat_id, chat, message):
+    """`chat`: its `chat_summary`; `message`: a `chats.StoredMessage`."""
     agent = message.agent
-    record(MESSAGE_CREATED, {"chat": chat_data(chat_id), "message": {
+    record(MESSAGE_CREATED, {"chat": chat, "message": {
         "messageId": message.public_id, "seq": message.seq, "sender": message.sender,
         "message": message.body, "image_url": message.image_url,
         "created_at": iso_utc(message.created_at),

@@ -113,13 +113,18 @@ INSERT_MESSAGE = Statement(
 # turns, each gets its own seq, and they commit in seq order (a reader never sees seq 6 before
 # seq 5). The same statement checks the status (so nothing slips into a chat closed a moment
 # before) and, for customers, the owner.
+# (It also answers what the message's event tells of the chat.)
+BUMPED = ' RETURNING "id", "last_seq", "public_id", "name", "plan_id", "user_id"'
 BUMP_CHAT = Statement(
     'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ? '
-    'WHERE "id" = ? AND "status" = ? RETURNING "id", "last_seq"', "id last_seq", "Bumped")
+    'WHERE "id" = ? AND "status" = ?' + BUMPED, "id last_seq public_id name plan_id user_id",
+    "Bumped")
 BUMP_OWN_CHAT = Statement(
     'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ? '
-    'WHERE "public_id" = ? AND "user_id" = ? AND "status" = ? RETURNING "id", "last_seq"',
-    "id last_seq", "Bumped")
+    'WHERE "public_id" = ? AND "user_id" = ? AND "status" = ?' + BUMPED,
+    "id last_seq public_id name plan_id user_id", "Bumped")
+CUSTOMER_OF = Statement('SELECT "email", "name" FROM "user" WHERE "id" = ?', "email name",
+                        "Customer")
 SET_STATUS = Statement(
     'UPDATE "chat" SET "status" = ?, "updated_at" = ? WHERE "id" = ? AND "status" <> ?')
 

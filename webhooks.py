@@ -125,7 +125,8 @@ class Sender:
         self.in_flight = dict.fromkeys(self.endpoints, 0)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             PER_ENDPOINT * max(1, len(self.endpoints)), "webhook")
-        changes.event_listeners.append(self.doorbell.set)
+        if self.deliver and self.endpoints:  # (a purge alone needs no wake-up per event)
+            changes.event_listeners.append(self.doorbell.set)
         self._thread = threading.Thread(target=self.run, name="webhook-sender", daemon=True)
         self._thread.start()
 
