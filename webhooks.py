@@ -150,6 +150,7 @@ class Sender:
             started = time.monotonic()
             self.doorbell.clear()
             idle = IDLE_SECONDS if self.deliver and self.endpoints else NO_ENDPOINT_IDLE_SECONDS
+            claimed = 0
             try:
                 if time.monotonic() >= next_purge:
                     self.purge()
@@ -157,7 +158,7 @@ class Sender:
                 if self.deliver:
                     for endpoint_id in self.endpoints:
                         fan_out(endpoint_id)
-                    self.claim_and_send()
+                    claimed = self.claim_and_send()
                     idle = min(idle, self.until_next_attempt())
             except DatabaseError as error:
                 self.trouble.once_a_minute(logger, logging.WARNING,
@@ -166,9 +167,11 @@ class Sender:
                 self.complain_of_bug("webhook sender round failed")
             finally:
                 database.close()
-            # Events that come in a burst are copied and claimed together: a round at most
-            # every BATCH_SECONDS, whatever rings.
-            self.stopping.wait(max(0.0, started + BATCH_SECONDS - time.monotonic()))
+            if not claimed:
+                # Events that come in a burst are copied and claimed together: a round at
+                # most every BATCH_SECONDS, whatever rings. (While attempts are under way,
+                # each one that ends rings for the next round at once.)
+                self.stopping.wait(max(0.0, started + BATCH_SECONDS - time.monotonic()))
             self.doorbell.wait(idle)
 
     def complain_of_bug(self, what):
@@ -196,17 +199,21 @@ class Sender:
                         f"{self.retention.total_seconds() / 86400:g}")
 
     def claim_and_send(self):
+        """Claim what each endpoint has room for and start sending it: how many."""
+        claimed = 0
         for endpoint_id, url in self.endpoints.items():
             with self._lock:
                 room = PER_ENDPOINT - self.in_flight[endpoint_id]
             if self.stopping.is_set():
-                return
+                break
             if room <= 0:
                 continue  # this endpoint is busy: the others are not held up by it
             for delivery in claim(endpoint_id, room, self.claim_for):
                 with self._lock:
                     self.in_flight[endpoint_id] += 1
                 self._pool.submit(self.attempt, endpoint_id, url, delivery)
+                claimed += 1
+        return claimed
 
     def attempt(self, endpoint_id, url, delivery):
         try:
