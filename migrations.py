@@ -199,6 +199,7 @@ def frozen_version_5():
         event_id = BigIntegerField()
         chat_id = BigIntegerField(null=True)
         state = CharField(max_length=10)
+        head = IntegerField(default=0)
         attempts = IntegerField(default=0)
         next_attempt_at = DateTimeField()
         claim = CharField(max_length=32, null=True)
@@ -212,7 +213,7 @@ def frozen_version_5():
         class Meta:
             legacy_table_names = False  # index names follow "webhook_delivery"
             indexes = ((("endpoint", "event_id"), True),
-                       (("endpoint", "state", "event_id"), False),
+                       (("endpoint", "state", "head", "next_attempt_at"), False),
                        (("endpoint", "state", "chat_id", "event_id"), False))
 
     return SimpleNamespace(Event=Event, EventCounter=EventCounter,

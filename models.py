@@ -169,6 +169,10 @@ class WebhookDelivery(BaseModel):
     event_id = BigIntegerField()
     chat_id = BigIntegerField(null=True)
     state = CharField(max_length=10)
+    # 1 on the oldest pending delivery of its chat (each one without a chat too): only a head
+    # is ever claimed, so a chat's events go out in order, and a backlog behind the heads
+    # costs a claim nothing.
+    head = IntegerField(default=0)
     attempts = IntegerField(default=0)
     next_attempt_at = DateTimeField()
     claim = CharField(max_length=32, null=True)  # the sender that has it in flight
@@ -180,7 +184,8 @@ class WebhookDelivery(BaseModel):
     delivered_at = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("endpoint", "event_id"), True), (("endpoint", "state", "event_id"), False),
+        indexes = ((("endpoint", "event_id"), True),
+                   (("endpoint", "state", "head", "next_attempt_at"), False),
                    (("endpoint", "state", "chat_id", "event_id"), False))
 
 

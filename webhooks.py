@@ -243,9 +243,12 @@ class Sender:
         if state == FAILED and outcome.retry:
             error = f"gave up after {attempts} attempts: {error}"
         with write_transaction():
+            queries.hold_endpoint(endpoint_id)
             recorded = queries.FINISH_ATTEMPT.execute(
                 state, next_at, now, outcome.status, error, now if state == DELIVERED else None,
                 delivery.id, delivery.claim).rowcount
+            if recorded and state != PENDING and delivery.chat_id is not None:
+                queries.PROMOTE_NEXT.execute(endpoint_id, PENDING, delivery.chat_id)
             if recorded and error is not None:
                 queries.NOTE_ERROR.execute(f"event {delivery.event_id}: {error}", now,
                                            endpoint_id)
@@ -279,9 +282,31 @@ def fan_out(endpoint_id):
             if done is None or done >= newest:
                 return
             through = min(newest, done + FAN_OUT_BATCH)
-            now = utcnow()
-            queries.FAN_OUT.execute(endpoint_id, PENDING, now, now, done, through)
+            queue(endpoint_id, queries.EVENTS_TO_FAN_OUT.all(done, through))
             queries.SET_FANNED_OUT.execute(through, endpoint_id)
+
+
+def queue(endpoint_id, new_events):
+    """One delivery for each of `new_events` (in id order), the head of its chat when the chat
+    has nothing pending at the endpoint yet."""
+    now = utcnow()
+    busy = set()  # chats with a pending delivery here, as found or as just queued
+    for event in new_events:
+        head = event.chat_id is None or (
+            event.chat_id not in busy
+            and queries.CHAT_HAS_PENDING.value(endpoint_id, PENDING, event.chat_id) is None)
+        if event.chat_id is not None:
+            busy.add(event.chat_id)
+        queries.INSERT_DELIVERY.execute(endpoint_id, event.id, event.chat_id, PENDING,
+                                        int(head), now, now)
+
+
+def elect_heads(endpoint_id):
+    """Inside a write transaction, after failed deliveries went back to pending: each chat's
+    oldest pending delivery is its head again (a chat's order holds for those too)."""
+    queries.hold_endpoint(endpoint_id)
+    queries.CLEAR_HEADS.execute(endpoint_id, PENDING)
+    queries.ELECT_HEADS.execute(endpoint_id, PENDING, endpoint_id, PENDING)
 
 
 def claim(endpoint_id, count, claim_for):
@@ -296,7 +321,8 @@ def claim(endpoint_id, count, claim_for):
     with write_transaction():
         now = utcnow()
         queries.claim_deliveries(claim_id, now + claim_for, endpoint_id, PENDING, now, count)
-        return queries.CLAIMED_DELIVERIES.all(claim_id)
+        claimed = queries.CLAIMED_DELIVERIES.all(endpoint_id, PENDING, claim_id)
+    return sorted(claimed, key=lambda delivery: delivery.event_id)
 
 
 # --- the server's sender -------------------------------------------------------------------
