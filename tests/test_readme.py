@@ -32,6 +32,8 @@ def test_the_examples_run_in_order(tmp_path, database_url):
     assert all('"status":"success"' in answer for answer in answers), result.stdout
     assert '"message":"Live chat session created successfully."' in answers[0]
     assert '"seq":3,"sender":"agent","message":"Which app version do you use?"' in result.stdout
+    feed = next(answer for answer in answers if '"message":"Events."' in answer)
+    assert '"type":"chat.created"' in feed and '"type":"chat.reopened"' in feed
     closed = [answer for answer in answers if '"message":"Chat closed."' in answer]
     assert closed and '"status":"closed"' in closed[-1]
     # The retried create: the same answer twice, the second marked as a replay.
