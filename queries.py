@@ -174,8 +174,6 @@ OLDEST_UNDELIVERED_EVENT = Statement(
 DELETE_EVENTS_THROUGH = Statement('DELETE FROM "event" WHERE "id" <= ?')
 DELETE_DELIVERIES_THROUGH = Statement(
     'DELETE FROM "webhook_delivery" WHERE "event_id" <= ? AND "state" <> ?')
-DELETE_ENDPOINT_DELIVERIES_THROUGH = Statement(
-    'DELETE FROM "webhook_delivery" WHERE "event_id" <= ? AND "endpoint_id" = ?')
 
 
 # --- webhook deliveries (webhooks.py) ---------------------------------------------------------
@@ -289,14 +287,13 @@ RETRY_PENDING_NOW = Statement(
 REQUEUE_FAILED = Statement(
     'UPDATE "webhook_delivery" SET "state" = ?, "attempts" = 0, "next_attempt_at" = ?, '
     '"created_at" = ?, "head" = 0 WHERE "endpoint_id" = ? AND "state" = ? AND "event_id" >= ?')
-# After failed deliveries were queued again: each chat's oldest pending one is its head.
-CLEAR_HEADS = Statement(
-    'UPDATE "webhook_delivery" SET "head" = 0 WHERE "endpoint_id" = ? AND "state" = ? '
-    'AND "head" = 1 AND "chat_id" IS NOT NULL')
-ELECT_HEADS = Statement(
+# A chat with pending deliveries and no head (failed ones queued again; or a guard against a
+# chat left without one): its oldest pending delivery becomes its head. A chat that has a head
+# keeps it, even a newer one in flight: a chat never has two attempts under way.
+ELECT_MISSING_HEADS = Statement(
     'UPDATE "webhook_delivery" SET "head" = 1 WHERE "endpoint_id" = ? AND "state" = ? '
     'AND ("chat_id" IS NULL OR "event_id" IN (SELECT MIN("event_id") FROM "webhook_delivery" '
-    'WHERE "endpoint_id" = ? AND "state" = ? GROUP BY "chat_id"))')
+    'WHERE "endpoint_id" = ? AND "state" = ? GROUP BY "chat_id" HAVING MAX("head") = 0))')
 EVENT_TIME = Statement('SELECT "created_at" FROM "event" WHERE "id" = ?', "created_at")
 
 

@@ -291,12 +291,16 @@ def webhook_url_problem(url):
 
 
 def shown_place(url):
-    """Only the scheme and host of a URL, for messages."""
-    scheme, found, rest = url.partition("://")
-    if not found:
-        return "no scheme://"
-    place = rest.split("/")[0].split("?")[0].split("#")[0].rpartition("@")[2]
-    return shown(f"{scheme}://{place}/...", 80)
+    """Only the scheme and host of a URL, for messages (never a user, password, path or
+    query); only the scheme when it has no host that can be read."""
+    if "://" not in url:
+        return "without a scheme"
+    scheme = url.partition("://")[0]
+    try:
+        host = urllib3.util.parse_url(url).host
+    except urllib3.exceptions.LocationParseError:
+        host = None
+    return shown(f"{scheme}://{host}/..." if host else f"{scheme}://...", 80)
 
 
 def webhook_secret(value):

@@ -12,11 +12,13 @@ import logging
 import socket
 import threading
 import time
+import urllib.parse
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import urllib3
 import urllib3.connection
+import urllib3.util
 
 from models import iso_utc, utcnow
 
@@ -105,11 +107,13 @@ def post(http, url, secret, event_id, event_type, body):
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                "X-Livechat-Event-Id": str(event_id), "X-Livechat-Event-Type": event_type,
                "X-Livechat-Signature": signature(secret, int(time.time()), body)}
+    credentials = urllib3.util.parse_url(url).auth  # user:password@ in the URL: Basic auth
+    if credentials:
+        headers["Authorization"] = urllib3.util.make_headers(
+            basic_auth=urllib.parse.unquote(credentials))["authorization"]
     with deadlines.watch(TIMEOUT_SECONDS) as attempt:
         try:
-            response = http.request("POST", url, body=body, headers=headers, redirect=False,
-                                    retries=False, preload_content=False,
-                                    timeout=urllib3.Timeout(total=TIMEOUT_SECONDS))
+            response = send(http, url, body, headers)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             return Outcome(False, True, error=TIMED_OUT if attempt.expired
                            else describe_error(error))
@@ -220,6 +224,22 @@ class DeadlineHTTPPool(urllib3.HTTPConnectionPool):
 
 class DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = DeadlineHTTPSConnection
+
+
+def send(http, url, body, headers):
+    """The POST; once more at once on a fresh connection when a kept-alive one turns out to
+    have been closed by the receiver meanwhile (a race no check before reuse can close). A
+    receiver may then get the event twice, as with any retry: it drops it by its id."""
+    for last_try in (False, True):
+        try:
+            return http.request("POST", url, body=body, headers=headers, redirect=False,
+                                retries=False, preload_content=False,
+                                timeout=urllib3.Timeout(total=TIMEOUT_SECONDS))
+        except urllib3.exceptions.ProtocolError:
+            attempt = getattr(_current, "attempt", None)
+            if last_try or (attempt is not None and attempt.expired):
+                raise
+    raise AssertionError("unreachable")
 
 
 def new_http():

@@ -5,9 +5,11 @@ A delivery is one event for one endpoint, a row of its own, so that it survives 
 several senders (server processes, `flask --app app webhooks run` workers) share the work:
 - fan-out: each endpoint row records how far the log was copied into its deliveries; a sender
   copies new events while it holds that row, so each event gets one delivery per endpoint;
-- claim: a sender takes due deliveries for `WEBHOOK_CLAIM_SECONDS` (PostgreSQL: `FOR UPDATE
-  SKIP LOCKED`; SQLite: its one writer at a time), never one whose chat has an earlier event
-  still pending there, so that a chat's events arrive in id order;
+- heads: each chat's oldest pending delivery at an endpoint is marked as its head, set when
+  it is queued or when the delivery before it finishes; only heads are claimed, so a chat's
+  events arrive in id order and a backlog behind them costs a claim nothing;
+- claim: a sender takes due heads for `WEBHOOK_CLAIM_SECONDS` (PostgreSQL: `FOR UPDATE SKIP
+  LOCKED`; SQLite: its one writer at a time);
 - send: outside any transaction, from a small pool of threads, so a slow receiver holds up
   neither the requests that made the events nor the other chats' deliveries;
 - record: delivered, failed, or pending again with its next attempt. A sender killed before
@@ -193,6 +195,10 @@ class Sender:
         return max(0.0, (min(soonest) - now).total_seconds())
 
     def purge(self):
+        if self.deliver:
+            for endpoint_id in self.endpoints:
+                with write_transaction():
+                    elect_missing_heads(endpoint_id)
         purged = events.purge(self.retention, self.endpoints or ())
         if purged:
             logger.info("purged %d events older than %s days", purged,
@@ -301,12 +307,13 @@ def queue(endpoint_id, new_events):
                                         int(head), now, now)
 
 
-def elect_heads(endpoint_id):
-    """Inside a write transaction, after failed deliveries went back to pending: each chat's
-    oldest pending delivery is its head again (a chat's order holds for those too)."""
+def elect_missing_heads(endpoint_id):
+    """Inside a write transaction: give each chat with pending deliveries and no head one (its
+    oldest). After failed deliveries went back to pending; and at each purge, so that no chat
+    could ever be left waiting for good."""
     queries.hold_endpoint(endpoint_id)
-    queries.CLEAR_HEADS.execute(endpoint_id, PENDING)
-    queries.ELECT_HEADS.execute(endpoint_id, PENDING, endpoint_id, PENDING)
+    return queries.ELECT_MISSING_HEADS.execute(endpoint_id, PENDING, endpoint_id,
+                                               PENDING).rowcount
 
 
 def claim(endpoint_id, count, claim_for):

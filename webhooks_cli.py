@@ -143,7 +143,7 @@ def retry(failed, since):
                 sending.PENDING, now, now, endpoint.id, sending.FAILED,
                 first_id).rowcount if failed else 0
             if requeued:
-                sending.elect_heads(endpoint.id)
+                sending.elect_missing_heads(endpoint.id)
             click.echo(f"{webhook_http.describe(endpoint.url)}: {due} pending due now"
                        + (f", {requeued} failed queued again" if failed else ""))
     database.close()

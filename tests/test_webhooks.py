@@ -692,3 +692,31 @@ def test_two_senders_claiming_at_once_never_take_the_same_delivery(make_app, rec
         taker.join(30)
     taken = [delivery for batch in claimed for delivery in batch]
     assert len(taken) == 20 and len(set(taken)) == 20  # every head once, none twice
+
+
+def test_a_user_and_password_in_the_url_are_sent_as_basic_auth(make_app, receiver):
+    receiver.start()
+    url = receiver.url.replace("http://", "http://hook-user:pass%20word@")
+    app = make_app(WEBHOOK_URL=url, WEBHOOK_SECRET=SECRET)
+    new_customer(app).create()
+    wait_until(lambda: len(receiver.delivered_ids()) == 2, what="two deliveries")
+    assert {request.headers["Authorization"] for request in receiver.requests()} == {
+        "Basic aG9vay11c2VyOnBhc3Mgd29yZA=="}  # hook-user:pass word
+    assert "pass" not in status_of(app)
+
+
+def test_a_url_removed_then_added_back_goes_on_where_it_can(make_app, receiver):
+    config = {"EVENT_RETENTION_DAYS": 1 / 86400, **FAST_RETRIES}  # one second
+    app = hooked_app(make_app, receiver, **config)  # the receiver is down
+    customer = new_customer(app)
+    chat_id = customer.create()  # events 1 and 2, pending
+    time.sleep(1.2)  # their age, not a guess at how long anything takes
+    assert customer.send(chat_id).status_code == 200  # event 3
+    release_database()
+    make_app(**config)  # without the URL: 1 and 2 are purged, their deliveries kept
+    release_database()
+    receiver.start()
+    app = hooked_app(make_app, receiver, **config)
+    status = wait_until(lambda: status_showing(app, "delivered 1"), what="event 3 delivered")
+    assert receiver.delivered_ids() == [3]
+    assert "failed 2" in status and "the event was purged before delivery" in status
