@@ -249,9 +249,10 @@ def start_serving_before_first_request(app):
             raise
 
 
-def start_serving(app):
+def start_serving(app, send_webhooks=True):
     """Bring the schema to the latest version, start the background threads and log where the
-    data lives; once per app, whoever calls first."""
+    data lives; once per app, whoever calls first. (`python app.py` starts the webhook sender
+    itself, once it listens: a server that cannot get its port sends nothing.)"""
     state = app.extensions["serving"]
     with state["lock"]:
         if state["started"]:
@@ -262,7 +263,8 @@ def start_serving(app):
         if start != end:
             app.logger.info("database schema upgraded from version %s to %s", start, end)
         checkpoints.background_checkpoints.start()
-        webhooks.start_sending(app.config)
+        if send_webhooks:
+            webhooks.start_sending(app.config)
         app.logger.info("database: %s", models.describe_database())
         if not accounts.has_active_users():
             app.logger.warning(

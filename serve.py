@@ -79,6 +79,8 @@ def main():
         # walking every waiting poll's objects: send p99 tripled with 2,000 polls waiting.)
         start_with_database(app)
         server = listen(app, options)
+        # Before the first request (the loop has not run): every event is the sender's.
+        start_with_database(app, lambda app: webhooks.start_sending(app.config))
         serve_until_terminated(server, options["shutdown_grace"])
     except KeyboardInterrupt:
         logger.info("interrupted: stopped at once")
@@ -106,11 +108,11 @@ def tune_malloc():
 DATABASE_FAILURES = (peewee.PeeweeException, sqlite3.Error, OSError, migrations.SchemaTooNew)
 
 
-def start_with_database(app):
-    """`start_serving`; a database it cannot use stops the service with one line saying which
-    and why, exit status 1, no traceback."""
+def start_with_database(app, start=lambda app: start_serving(app, send_webhooks=False)):
+    """`start_serving` (or `start`); a database it cannot use stops the service with one line
+    saying which and why, exit status 1, no traceback."""
     try:
-        start_serving(app)
+        start(app)
     except DATABASE_FAILURES as error:
         print(f"error: cannot use the database ({models.describe_database()}): "
               f"{describe_failure(error)}", file=sys.stderr, flush=True)

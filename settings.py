@@ -79,13 +79,20 @@ def number(above, maximum, minimum=None):
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or not math.isfinite(value):
             raise Invalid(f"{shown(given)} is not a number")
-        if not above < value <= maximum:
-            raise Invalid(f"must be more than {above} and at most {maximum}, not {value}")
-        if minimum is not None and value < minimum:
-            raise Invalid(f"must be at least {minimum:.6g}, not {value:.6g}")
+        if not above < value <= maximum or (minimum is not None and value < minimum):
+            raise Invalid(f"must be {lowest_allowed(above, minimum, value)} and at most "
+                          f"{maximum:g}, not {value:.6g}")
         return value
 
     return rule
+
+
+def lowest_allowed(above, minimum, value):
+    if minimum is None:
+        return f"more than {above}"
+    if value <= above:
+        return f"more than {above:g} (at least {minimum:.6g})"
+    return f"at least {minimum:.6g}"
 
 
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -219,9 +226,9 @@ def database_url(value):
 ADMIN_TOKEN_MIN_LENGTH = 32
 
 
-def admin_token(value):
-    """Unset (or empty): the admin API is off. Otherwise a long token a client can send in a
-    header. The value is never shown."""
+def secret_token(value):
+    """Unset (or empty): off (the admin API; webhooks, which then need no secret). Otherwise a
+    long secret sent in a header or keying signatures. The value is never shown."""
     if value is None or value == "":
         return None
     token = text(value)
@@ -248,7 +255,7 @@ def origins(value):
 
 
 WEBHOOK_URL_MAX_LENGTH = 2000
-WEBHOOK_SECRET_MIN_LENGTH = 32
+WEBHOOK_SECRET_MIN_LENGTH = ADMIN_TOKEN_MIN_LENGTH  # (both are `secret_token`s)
 
 
 def webhook_urls(value):
@@ -303,20 +310,6 @@ def shown_place(url):
     return shown(f"{scheme}://{host}/..." if host else f"{scheme}://...", 80)
 
 
-def webhook_secret(value):
-    """Unset: no webhooks may be configured. Otherwise at least 32 printable ASCII characters
-    (no spaces), the same on every instance. Never shown."""
-    if value is None or value == "":
-        return None
-    secret = text(value)
-    if not re.fullmatch(r"[\x21-\x7e]+", secret):
-        raise Invalid("must be printable ASCII without spaces")
-    if len(secret) < WEBHOOK_SECRET_MIN_LENGTH:
-        raise Invalid(f"must be at least {WEBHOOK_SECRET_MIN_LENGTH} characters "
-                      f"(it has {len(secret)})")
-    return secret
-
-
 # name: (default, rule)
 SETTINGS = {
     "DATABASE_URL": (None, database_url),  # None: a SQLite file in the instance folder
@@ -324,7 +317,7 @@ SETTINGS = {
     "DB_POOL_SIZE": (32, integer(1, 1000)),
     "MAX_CONTENT_LENGTH": (64 * 1024, integer(1, 1024 * 1024 * 1024)),
     "CORS_ORIGINS": ("", origins),
-    "ADMIN_TOKEN": (None, admin_token),
+    "ADMIN_TOKEN": (None, secret_token),
     "LONGPOLL_MAX_WAITERS": (1000, integer(0, 10_000)),
     "LONGPOLL_MAX_WAITERS_PER_CUSTOMER": (2, integer(0, 10_000)),
     "MAX_POLL_PAGE_BYTES": (256 * 1024, integer(1024, 64 * 1024 * 1024)),
@@ -341,7 +334,7 @@ SETTINGS = {
     "RATELIMIT_AGENT_CALLS": ("600 per minute", rate_limit),
     "EVENT_RETENTION_DAYS": (7, number(0, 3650, minimum=1 / 86400)),  # 1 s up
     "WEBHOOK_URL": ((), webhook_urls),
-    "WEBHOOK_SECRET": (None, webhook_secret),
+    "WEBHOOK_SECRET": (None, secret_token),
     "WEBHOOK_SENDER": (True, boolean),
     "WEBHOOK_RETRY_HOURS": (24, number(0, 24 * 30, minimum=1 / 3600)),
     "WEBHOOK_FIRST_RETRY_SECONDS": (10, number(0, 3600, minimum=0.01)),

@@ -98,6 +98,8 @@ def test_every_event_arrives_signed_as_the_readme_says(make_app, receiver):
         timestamp = int(request.signature.split(",")[0].removeprefix("t="))
         assert abs(timestamp - time.time()) < 60
         assert not verify(SECRET, request.signature, request.body, now=timestamp + 301)
+        assert not verify(SECRET, None, request.body)  # the header missing
+        assert not verify(SECRET, "t=1,v1=", request.body)
         assert SECRET not in request.body.decode()
 
 
@@ -116,7 +118,8 @@ def test_the_readme_javascript_check_accepts_real_deliveries_and_refuses_forgeri
              (SECRET[::-1], request.signature, request.body, timestamp, False),
              (SECRET, request.signature, request.body, timestamp + 301, False),
              (SECRET, "t=abc,v1=00", request.body, timestamp, False),
-             (SECRET, "", request.body, timestamp, False)]
+             (SECRET, "", request.body, timestamp, False),
+             (SECRET, None, request.body, timestamp, False)]
     script = ("const { verify } = require('./verify.js');\n"
               "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n"
               "console.log(JSON.stringify(cases.map(([s, h, b, n]) =>"
@@ -720,3 +723,4 @@ def test_a_url_removed_then_added_back_goes_on_where_it_can(make_app, receiver):
     status = wait_until(lambda: status_showing(app, "delivered 1"), what="event 3 delivered")
     assert receiver.delivered_ids() == [3]
     assert "failed 2" in status and "the event was purged before delivery" in status
+
