@@ -137,6 +137,7 @@ def retry(failed, since):
         for endpoint in queries.ALL_ENDPOINTS.all():
             if endpoint.url not in urls:
                 continue
+            queries.hold_endpoint(endpoint.id)  # first, as a sender recording an attempt does
             due = queries.RETRY_PENDING_NOW.execute(now, endpoint.id, sending.PENDING,
                                                     first_id).rowcount
             requeued = queries.REQUEUE_FAILED.execute(
