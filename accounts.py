@@ -71,12 +71,21 @@ class AgentExists(Exception):
     """An active agent already has that name."""
 
 
+class ReservedAgentName(Exception):
+    """A name the chat lists' assignee filter gives another meaning (assignee=me|none|any)."""
+
+
+RESERVED_AGENT_NAMES = {"me", "none", "any"}
+
+
 def digest_token(token):
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def add_agent(name, display_name=None):
     """A new agent (or a removed one back) with a fresh token, returned once, never stored."""
+    if name in RESERVED_AGENT_NAMES:
+        raise ReservedAgentName(name)
     token = AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
     with write_transaction():
         agent = Agent.get_or_none(Agent.name == name)

@@ -4,7 +4,9 @@ from flask import Blueprint, current_app, g, request
 import answers
 import auth
 import chats
+import events
 import longpoll
+import workspace
 from auth import require_agent
 from chats import AGENT
 from envelope import read_data, success
@@ -17,6 +19,11 @@ from schemas import (
     AgentMessagesQuery,
     AgentReadSchema,
     AgentReplySchema,
+    AssignSchema,
+    CustomerChatsQuery,
+    NoteSchema,
+    NotesQuery,
+    SavedReplySchema,
 )
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
@@ -26,6 +33,11 @@ messages_query = AgentMessagesQuery()
 events_query = AgentEventsQuery()
 reply_schema = AgentReplySchema()
 read_schema = AgentReadSchema()
+assign_schema = AssignSchema()
+note_schema = NoteSchema()
+notes_query = NotesQuery()
+saved_reply_schema = SavedReplySchema()
+customer_query = CustomerChatsQuery()
 
 
 @bp.get("/chats")
@@ -33,8 +45,28 @@ read_schema = AgentReadSchema()
 @agent_calls
 def list_chats():
     query = chats_query.load(request.args.to_dict())
-    rows, next_before = chats.chat_list(AGENT, query["status"], query["before"], query["limit"])
+    rows, next_before = chats.chat_list(AGENT, query["status"], query["before"], query["limit"],
+                                        assignee=assignee_filter(query["assignee"]),
+                                        order=query["sort"])
     return success("Chats.", answers.chat_page_json(rows, next_before, AGENT))
+
+
+def assignee_filter(assignee):
+    """`assignee=` as `chats.ChatListQuery` takes it."""
+    if assignee == "any":
+        return chats.ANYONE
+    if assignee == "none":
+        return chats.NOBODY
+    return chats.assigned_to(g.agent.id if assignee == "me" else
+                             workspace.any_agent_id(assignee))
+
+
+@bp.get("/chats/counts")
+@require_agent
+@agent_calls
+def count_chats():
+    """The open chats in each of the inbox's tabs, and their unread messages."""
+    return success("Chat counts.", chats.open_chat_counts(g.agent))
 
 
 @bp.get("/chats/<chat_id>")
@@ -114,3 +146,86 @@ def follow_events():
                                 current_app.extensions["waiter_slots"],
                                 longpoll.Poller(auth.caller_still_allowed))
     return success("Events.", answers.events_json(page), answers.poll_headers(page))
+
+
+# --- the workspace: assignment, notes, saved replies, customers -------------------------------
+
+@bp.get("/me")
+@require_agent
+@agent_calls
+def who_am_i():
+    return success("You.", events.agent_json(g.agent))
+
+
+@bp.get("/agents")
+@require_agent
+@agent_calls
+def list_agents():
+    return success("Agents.", {"agents": workspace.active_agents_json()})
+
+
+@bp.post("/chats/<chat_id>/assign")
+@require_agent
+@agent_calls
+def assign_chat(chat_id):
+    fields = assign_schema.load(read_data())
+    chat = chats.find_chat(chat_id)
+    assignee = workspace.assign(chat, fields["agent"], g.agent)
+    return success("Chat assigned." if assignee else "Chat unassigned.",
+                   {"chatId": chat.public_id, "assignee": events.agent_json(assignee)})
+
+
+def load_note(chat_id):
+    return {"fields": note_schema.load(read_data()), "chat": chats.find_chat(chat_id)}
+
+
+@bp.post("/chats/<chat_id>/notes")
+@require_agent
+@agent_calls
+@idempotent("Note saved.", prepare=load_note)
+def write_note(fields, chat):
+    note = workspace.add_note(chat, g.agent, fields["message"])
+    return {"chatId": chat.public_id, "noteId": note.public_id, "after_seq": note.after_seq}
+
+
+@bp.get("/chats/<chat_id>/notes")
+@require_agent
+@agent_calls
+def read_notes(chat_id):
+    query = notes_query.load(request.args.to_dict())
+    chat = chats.find_chat(chat_id)
+    return success("Notes.", answers.notes_json(
+        chat, *workspace.notes_after(chat, query["after"], query["limit"])))
+
+
+@bp.get("/replies")
+@require_agent
+@agent_calls
+def list_saved_replies():
+    return success("Saved replies.", {"replies": workspace.saved_replies()})
+
+
+@bp.put("/replies/<shortcut>")
+@require_agent
+@agent_calls
+def save_reply(shortcut):
+    fields = saved_reply_schema.load(read_data())
+    reply, created = workspace.save_reply(shortcut, fields["text"], g.agent)
+    return success("Saved reply created." if created else "Saved reply replaced.", reply)
+
+
+@bp.delete("/replies/<shortcut>")
+@require_agent
+@agent_calls
+def delete_reply(shortcut):
+    workspace.delete_reply(shortcut)
+    return success("Saved reply deleted.", {"shortcut": shortcut})
+
+
+@bp.get("/customers/<path:email>")
+@require_agent
+@agent_calls
+def customer(email):
+    query = customer_query.load(request.args.to_dict())
+    return success("Customer.", answers.customer_json(
+        *workspace.customer_with_chats(email, query["before"], query["limit"])))

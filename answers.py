@@ -1,4 +1,5 @@
 """How chats and messages look in the API's answers, as each `Side` sees them."""
+import chats
 import events
 from models import as_datetime, iso_utc
 
@@ -37,11 +38,22 @@ def chat_json(row, side, detail=False):
     if side.sees_everything:
         item.update(customer={"email": row.customer_email, "name": row.customer_name},
                     name=row.name, plan_id=row.plan_id,
-                    account_created_at=whole_if_integral(row.account_created_at))
+                    account_created_at=whole_if_integral(row.account_created_at),
+                    assignee=assignee_json(row), waiting_since=optional_time(row.waiting_since))
     if detail and side.sees_everything:
         item.update(last_seq=row.last_seq, customer_read_seq=row.customer_read_seq,
                     agent_read_seq=row.agent_read_seq)
     return item
+
+
+def assignee_json(row):
+    if row.assignee_name is None:
+        return None
+    return {"name": row.assignee_name, "display_name": row.assignee_display_name}
+
+
+def optional_time(value):
+    return None if value is None else iso_utc(as_datetime(value))
 
 
 def chat_page_json(rows, next_before, side):
@@ -77,3 +89,16 @@ def events_json(page):
     if page.retry_after is not None:
         answer["retry_after"] = page.retry_after
     return answer
+
+
+def customer_json(customer, rows, next_before):
+    """`workspace.customer_with_chats`'s answer: the customer and a page of their chats."""
+    if customer["account_created_at"] is not None:
+        customer = {**customer,
+                    "account_created_at": whole_if_integral(customer["account_created_at"])}
+    return {"customer": customer, **chat_page_json(rows, next_before, chats.AGENT)}
+
+
+def notes_json(chat, notes, next_after, has_more):
+    return {"chatId": chat.public_id, "notes": notes, "next_after": next_after,
+            "has_more": has_more}

@@ -172,12 +172,15 @@ def register_blueprints(app):
     import admin_api
     import agent_api
     import customer_api
+    import inbox
     import openapi
 
     app.register_blueprint(customer_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(admin_api.bp)
+    app.register_blueprint(inbox.bp)
+    inbox.protect_page_and_files(app)
 
 
 def register_commands(app):
@@ -222,7 +225,7 @@ def create_app(config=None):
 
 
 # Requests that need no database, answered even while start-up cannot reach it.
-NO_DATABASE_ENDPOINTS = {"openapi.openapi_document"}
+NO_DATABASE_ENDPOINTS = {"openapi.openapi_document", "inbox.inbox_page", "static"}
 
 
 def start_serving_before_first_request(app):

@@ -145,7 +145,7 @@ def create_chat(user, name, plan_id, account_created_at, body, image_url=None, m
         now = utcnow()
         public_id = new_public_id("chat")
         chat_id = queries.INSERT_CHAT.value(public_id, user.id, CHAT_OPEN, name, plan_id,
-                                            account_created_at, now, now)
+                                            account_created_at, now, now, now)
         message = insert_message(chat_id, 1, SENDER_USER, body, image_url, None, now)
         chat = events.chat_summary(public_id, CHAT_OPEN, name, plan_id, user.email, user.name)
         events.chat_created(chat_id, chat)
@@ -174,7 +174,7 @@ def send_as_customer(user, public_id, body, image_url=None):
         raise ChatNotFound()
     with write_transaction():
         now = utcnow()
-        bumped = queries.BUMP_OWN_CHAT.one(now, public_id, user.id, CHAT_OPEN)
+        bumped = queries.BUMP_OWN_CHAT.one(now, now, public_id, user.id, CHAT_OPEN)
         if bumped is None:
             find_chat(public_id, user)  # raises ChatNotFound when it is not theirs
             raise ChatClosed()
@@ -269,15 +269,53 @@ def current_status(chat_id):
 
 # --- chat lists ---------------------------------------------------------------------------
 
-def encode_cursor(row):
-    raw = f"{as_datetime(row.updated_at).isoformat()}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+class Assignee(NamedTuple):
+    """Whose chats a list holds: anyone's (`ANYONE`), nobody's (`NOBODY`), or one agent's
+    (`assigned_to(agent_id)`)."""
+    mode: str
+    agent_id: int | None = None
 
 
-def decode_cursor(cursor):
+ANYONE = Assignee(queries.ANY_ASSIGNEE)
+NOBODY = Assignee(queries.NO_ASSIGNEE)
+
+
+def assigned_to(agent_id):
+    return Assignee(queries.ONE_ASSIGNEE, agent_id)
+
+
+class ChatListQuery(NamedTuple):
+    """Which page of which chats: `status` open, closed or all; whose (an `Assignee`);
+    `order` "recent" (the latest activity first) or "waiting" (chats whose customer waits,
+    the longest first); `before`, a cursor."""
+    status: str = "all"
+    before: str | None = None
+    limit: int = 20
+    user: object = None  # only this customer's chats
+    public_id: str | None = None  # only the chat with this id
+    assignee: Assignee = ANYONE
+    order: str = "recent"
+# A cursor records the list order it came from: one of a "waiting" list is marked so.
+WAITING_CURSOR = "waiting"
+
+
+def encode_cursor(row, order="recent"):
+    if order == "waiting":
+        raw = f"{WAITING_CURSOR}|{as_datetime(row.waiting_since).isoformat()}|{row.id}"
+    else:
+        raw = f"{as_datetime(row.updated_at).isoformat()}|{row.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor, order="recent"):
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, chat_id = raw.split("|")
+        if order == "waiting":
+            marker, stamp, chat_id = raw.split("|")
+            if marker != WAITING_CURSOR:
+                raise ValueError("not a cursor of a waiting list")
+        else:
+            stamp, chat_id = raw.split("|")
         stamp, chat_id = datetime.datetime.fromisoformat(stamp), int(chat_id)
     except (ValueError, UnicodeDecodeError, binascii.Error):
         stamp = chat_id = None
@@ -288,29 +326,45 @@ def decode_cursor(cursor):
     return stamp, chat_id
 
 
-def chat_list_call(side, status, before, limit, user=None, public_id=None):
+def chat_list_call(side, query):
     """(statement, parameters) of a list query, as `side` sees it."""
-    statement = queries.chat_list_statement(side.read_mark, status != "all", user is not None,
-                                            public_id is not None, bool(before))
+    list_filter = queries.ListFilter(
+        by_status=query.status != "all", by_user=query.user is not None,
+        by_public_id=query.public_id is not None, assignee=query.assignee.mode,
+        order=query.order, before=bool(query.before))
+    statement = queries.chat_list_statement(side.read_mark, list_filter)
     params = [side.unread_sender]
-    params += [status] if status != "all" else []
-    params += [user.id] if user is not None else []
-    params += [public_id] if public_id is not None else []
-    if before:
-        stamp, chat_id = decode_cursor(before)
+    params += [query.status] if list_filter.by_status else []
+    params += [query.user.id] if list_filter.by_user else []
+    params += [query.public_id] if list_filter.by_public_id else []
+    params += [query.assignee.agent_id] if query.assignee.agent_id is not None else []
+    if query.before:
+        stamp, chat_id = decode_cursor(query.before, query.order)
         params += [stamp, stamp, chat_id]
-    return statement, params + [limit + 1]
+    return statement, params + [query.limit + 1]
 
 
-def chat_list(side, status, before, limit, user=None, public_id=None):
-    """A page of chats, most recent activity first: (rows, next cursor or None). A customer's
-    list holds only their own chats; with `public_id`, the one chat with that id (none, and
-    `ChatNotFound`, for an id no chat could have)."""
+def open_chat_counts(agent):
+    """The open chats in the inbox's tabs (the agent's own, nobody's, all), and the unread
+    messages in each."""
+    row = queries.CHAT_COUNTS.one(AGENT.unread_sender, CHAT_OPEN, agent.id, agent.id)
+    return {"mine": row.mine, "unassigned": row.unassigned, "all": row.all_chats,
+            # (int: PostgreSQL's SUM of counts is a numeric)
+            "unread": {"mine": int(row.mine_unread), "unassigned": int(row.unassigned_unread),
+                       "all": int(row.all_unread)}}
+
+
+def chat_list(side, status, before, limit, user=None, public_id=None, **options):
+    """A page of chats, most recent activity first (or as `options` say: see
+    `ChatListQuery`): (rows, next cursor or None). A customer's list holds only their own
+    chats; with `public_id`, the one chat with that id (none, and `ChatNotFound`, for an id no
+    chat could have)."""
     if not side.sees_everything and user is None:
         raise ValueError("a customer's list needs its customer")
     if public_id is not None and not is_possible_chat_id(public_id):
         raise ChatNotFound()
-    statement, params = chat_list_call(side, status, before, limit, user, public_id)
+    query = ChatListQuery(status, before, limit, user, public_id, **options)
+    statement, params = chat_list_call(side, query)
     rows = statement.all(*params)
     page = rows[:limit]
-    return page, encode_cursor(page[-1]) if len(rows) > limit else None
+    return page, encode_cursor(page[-1], query.order) if len(rows) > limit else None

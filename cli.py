@@ -13,11 +13,13 @@ import re
 import sys
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 from peewee import DatabaseError
 
 import accounts
+import dbcopy
 import migrations
 import models
 from schemas import MAX_NAME_LENGTH, UserSchema
@@ -228,8 +230,18 @@ def add_agent(name, display_name):
         agent, token = accounts.add_agent(name, display_name)
     except accounts.AgentExists:
         raise click.ClickException(f"an agent named {name} exists; remove it first") from None
+    except accounts.ReservedAgentName:
+        raise click.ClickException(f"NAME cannot be {name}: the chat lists' assignee filter "
+                                   "uses it (assignee=me|none|any)") from None
     click.echo(f"added agent {agent.name}; its token (shown only now):", err=True)
     click.echo(token)
+    public_url = current_app.config["PUBLIC_URL"]
+    if public_url:
+        # The token rides in the fragment, which browsers never send to a server or its logs.
+        # (On stderr, like the line above: `TOKEN=$(flask agents add ann)` still gets the
+        # token alone.)
+        click.echo(f"sign-in link (as secret as the token): {public_url}/inbox#token={token}",
+                   err=True)
 
 
 @agents.command("list")
@@ -277,10 +289,10 @@ def copy_database(target_url):
     Stop the service first, so that nothing is written while the copy runs.
     """
     try:
-        counts = migrations.copy_database(
+        counts = dbcopy.copy_database(
             target_url, on_batch=lambda model, count: click.echo(
                 f"  {model._meta.table_name}: +{count}", err=True))
-    except migrations.TargetNotEmpty:
+    except dbcopy.TargetNotEmpty:
         raise click.ClickException("the target database already holds data") from None
     mismatched = False
     for table, (in_source, in_target) in counts.items():

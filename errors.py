@@ -28,6 +28,7 @@ import dbtrouble
 import events
 import idempotency
 import ratelimits
+import workspace
 from envelope import APIError, failure, invalid_fields, options_answer
 
 # Domain exceptions, each with the answer it gets: (status, code, message[, headers]).
@@ -43,6 +44,11 @@ DOMAIN_ERRORS = {
     events.CursorExpired: (410, "cursor_expired",
                            "Events after this cursor are no longer kept: reload, then follow "
                            "the events from the newest on (omit `after`)."),
+    workspace.CustomerNotFound: (404, "customer_not_found", "No customer has that email."),
+    workspace.SavedReplyNotFound: (404, "reply_not_found", "No saved reply has that shortcut."),
+    workspace.TooManySavedReplies: (409, "too_many_replies",
+                                    f"There are {workspace.MAX_SAVED_REPLIES} saved replies "
+                                    "already; delete one first."),
     # One 401 for every authentication failure, so no cause can be told from another.
     auth.AuthenticationFailed: (401, "unauthorized", "Authentication failed.",
                                 {"WWW-Authenticate": "Bearer"}),
@@ -52,6 +58,11 @@ DOMAIN_ERRORS = {
 FIELD_ERRORS = {
     chats.SeqBeyondLast: lambda error: ("seq", str(error)),
     chats.InvalidCursor: lambda error: ("before", "Not a valid cursor."),
+    workspace.UnknownAgent: lambda error: ("agent", "No active agent has that name."),
+    workspace.UnknownAssignee: lambda error: (
+        "assignee", "No agent has that name; or use me, none or any."),
+    workspace.InvalidShortcut: lambda error: (
+        "shortcut", "Must be 1 to 32 letters, digits, - or _."),
 }
 
 HTTP_ERRORS = {

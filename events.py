@@ -19,6 +19,7 @@ import json
 from typing import NamedTuple
 
 import queries
+import webhook_queries
 from changes import changes
 from models import CHAT_CLOSED, as_datetime, iso_utc, utcnow, write_transaction
 
@@ -27,6 +28,8 @@ MESSAGE_CREATED = "message.created"
 CHAT_CLOSED_EVENT = "chat.closed"
 CHAT_REOPENED = "chat.reopened"
 CHAT_READ = "chat.read"
+CHAT_ASSIGNED = "chat.assigned"
+NOTE_CREATED = "note.created"  # for agents only: webhooks get it with WEBHOOK_INCLUDE_NOTES
 
 PURGE_BATCH = 1000
 DELIVERY_PENDING = "pending"
@@ -70,6 +73,11 @@ def actor(agent):
     return {"type": "agent", "name": agent.name, "display_name": agent.display_name}
 
 
+def agent_json(agent):
+    """An agent as events and answers show one: {name, display_name}, or None."""
+    return None if agent is None else {"name": agent.name, "display_name": agent.display_name}
+
+
 def chat_created(chat_id, chat):
     """`chat`: its `chat_summary`. (Recorded right before its first message's.)"""
     record(CHAT_CREATED, {"chat": chat}, chat_id)
@@ -82,13 +90,23 @@ def message_created(chat_id, chat, message):
         "messageId": message.public_id, "seq": message.seq, "sender": message.sender,
         "message": message.body, "image_url": message.image_url,
         "created_at": iso_utc(message.created_at),
-        "agent": None if agent is None else {"name": agent.name,
-                                             "display_name": agent.display_name}}}, chat_id)
+        "agent": agent_json(agent)}}, chat_id)
 
 
 def status_changed(chat_id, status, agent):
     record(CHAT_CLOSED_EVENT if status == CHAT_CLOSED else CHAT_REOPENED,
            {"chat": chat_data(chat_id), "by": actor(agent)}, chat_id)
+
+
+def assigned(chat_id, assignee, agent):
+    """`agent` gave the chat to `assignee` (None: to nobody)."""
+    record(CHAT_ASSIGNED, {"chat": chat_data(chat_id), "assignee": agent_json(assignee),
+                           "by": actor(agent)}, chat_id)
+
+
+def note_created(chat_id, note):
+    """`note`: the note as agents see it (`workspace.note_json`)."""
+    record(NOTE_CREATED, {"chat": chat_data(chat_id), "note": note}, chat_id)
 
 
 def read_mark_moved(chat_id, seq, agent):
@@ -170,7 +188,7 @@ def purge_boundary(cutoff, endpoint_ids):
     if through is None:
         return None
     for endpoint_id in endpoint_ids:
-        through = min(through, queries.ENDPOINT_PROGRESS.value(endpoint_id))
+        through = min(through, webhook_queries.ENDPOINT_PROGRESS.value(endpoint_id))
         pending = queries.OLDEST_UNDELIVERED_EVENT.value(endpoint_id, DELIVERY_PENDING)
         if pending is not None:
             through = min(through, pending - 1)

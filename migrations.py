@@ -230,12 +230,68 @@ def event_log(database, migrator):
     version_5.EventCounter.create(id=1, last_id=0)
 
 
+def frozen_version_6():
+    """The agent workspace: internal notes and saved replies."""
+
+    class Note(Model):
+        public_id = CharField(max_length=64, unique=True)
+        chat = ForeignKeyField(version_1.Chat, index=False)
+        agent = ForeignKeyField(version_2.Agent, index=False)
+        after_seq = IntegerField()
+        body = TextField()
+        created_at = DateTimeField()
+
+        class Meta:
+            legacy_table_names = False  # index names follow "note"
+            indexes = ((("chat", "id"), False),)
+
+    class SavedReply(Model):
+        shortcut = CharField(max_length=32, unique=True)
+        text = TextField()
+        updated_by = ForeignKeyField(version_2.Agent, null=True, index=False)
+        created_at = DateTimeField()
+        updated_at = DateTimeField()
+
+        class Meta:
+            legacy_table_names = False  # index names follow "saved_reply"
+
+    return SimpleNamespace(Note=Note, SavedReply=SavedReply, models=[Note, SavedReply])
+
+
+version_6 = frozen_version_6()
+
+# A chat whose newest message is the customer's has waited since the customer's first message
+# after the agents' last one.
+BACKFILL_WAITING_SINCE = (
+    'UPDATE "chat" SET "waiting_since" = (SELECT MIN(m."created_at") FROM "message" AS m '
+    'WHERE m."chat_id" = "chat"."id" AND m."sender" = \'user\' AND m."seq" > COALESCE(('
+    'SELECT MAX(a."seq") FROM "message" AS a WHERE a."chat_id" = "chat"."id" '
+    'AND a."sender" = \'agent\'), 0)) '
+    'WHERE (SELECT l."sender" FROM "message" AS l WHERE l."chat_id" = "chat"."id" '
+    'AND l."seq" = "chat"."last_seq") = \'user\'')
+
+
+def agent_workspace(database, migrator):
+    """Assignment and waiting times on chats; notes and saved replies."""
+    agent = version_2.Agent
+    database.create_tables(version_6.models)
+    migrate(
+        migrator.add_column("chat", "assignee_id",
+                            ForeignKeyField(agent, field=agent.id, null=True, index=False)),
+        migrator.add_column("chat", "waiting_since", DateTimeField(null=True)),
+        migrator.add_index("chat", ("assignee_id", "status", "updated_at")),
+        migrator.add_index("chat", ("status", "waiting_since", "id")),
+    )
+    database.execute_sql(BACKFILL_WAITING_SINCE)
+
+
 MIGRATIONS = [initial_schema, two_way_chat, drop_redundant_indexes,
-              name_indexes_as_the_models_do, event_log]
+              name_indexes_as_the_models_do, event_log, agent_workspace]
 # MIGRATIONS[n] takes version n to n + 1
 LATEST = len(MIGRATIONS)
 
-FROZEN_MODELS = [SchemaVersion, *version_1.models, *version_2.models, *version_5.models]
+FROZEN_MODELS = [SchemaVersion, *version_1.models, *version_2.models, *version_5.models,
+                 *version_6.models]
 
 
 def recorded_version(database):
@@ -291,84 +347,3 @@ def upgrade(target=LATEST):
     database.close()
     return (now if applied_from is None else applied_from), now
 
-
-# --- copying a database (SQLite to PostgreSQL, say) ---------------------------------------
-
-COPY_ORDER = [models.User, models.Agent, models.Chat, models.Message, models.IdempotencyKey,
-              models.Event, models.WebhookEndpoint, models.WebhookDelivery]
-COPY_BATCH = 1000
-
-
-class TargetNotEmpty(Exception):
-    """The database to copy into already holds data."""
-
-
-def open_database(url, sqlite_synchronous="NORMAL", pool_size=4):
-    """A second database (for `db copy`), configured as `configure_database` would; the models
-    stay on the first."""
-    current = models.database.obj
-    try:
-        return models.configure_database(url, sqlite_synchronous, pool_size,
-                                         close_current=False)
-    finally:
-        models.database.initialize(current)
-
-
-def reset_sequences(db, copied_models):
-    """After rows were copied in with their ids, make the next ids follow them. SQLite takes
-    max(id) + 1 by itself; PostgreSQL's sequences must be told."""
-    if db.__class__.__name__.endswith("SqliteDatabase"):
-        return
-    for model in copied_models:
-        table = model._meta.table_name
-        db.execute_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
-                       f"COALESCE((SELECT MAX(id) FROM \"{table}\"), 0) + 1, false)")
-
-
-def copy_database(target_url, on_batch=lambda model, count: None):
-    """Copy every row of the current database into `target_url`, ids and all.
-
-    The target gets the latest schema first and must hold no data. Returns {table: (rows in
-    the source, rows in the target)} so the caller can check the two agree.
-    """
-    source = models.database.obj
-    target = open_database(target_url)
-    try:
-        models.database.initialize(target)
-        try:
-            upgrade()
-            if any(model.select().exists() for model in COPY_ORDER):
-                raise TargetNotEmpty(models.describe_database())
-        finally:
-            models.database.initialize(source)
-        for model in COPY_ORDER:
-            copy_table(model, target, on_batch)
-        reset_sequences(target, [model for model in COPY_ORDER
-                                        if model is not models.Event])
-        copy_event_counter(target)
-        return {model._meta.table_name: count_both(model, target) for model in COPY_ORDER}
-    finally:
-        target.close_all()
-
-
-def copy_table(model, target, on_batch):
-    last_id = 0
-    while rows := list(model.select().where(model.id > last_id).order_by(model.id)
-                       .limit(COPY_BATCH).dicts()):
-        with target.bind_ctx([model], bind_refs=False, bind_backrefs=False), target.atomic():
-            model.insert_many(rows).execute()
-        last_id = rows[-1]["id"]
-        on_batch(model, len(rows))
-
-
-def copy_event_counter(target):
-    """The copy's next event id follows the source's (the counter row exists on both)."""
-    last_id = models.EventCounter.get_by_id(1).last_id
-    with target.bind_ctx([models.EventCounter]), target.atomic():
-        models.EventCounter.update(last_id=last_id).where(models.EventCounter.id == 1).execute()
-
-
-def count_both(model, target):
-    in_source = model.select().count()
-    with target.bind_ctx([model], bind_refs=False, bind_backrefs=False):
-        return in_source, model.select().count()

@@ -98,12 +98,19 @@ class Chat(BaseModel):
     agent_read_seq = IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)  # the last activity: orders the chat lists
+    # The agent who has the chat, or NULL (unassigned). Led by the index below.
+    assignee = ForeignKeyField(Agent, null=True, index=False)
+    # When the customer's oldest unanswered message came in: set by a customer message when
+    # NULL, cleared by an agent's reply (a note leaves it). NULL: the agents spoke last.
+    waiting_since = DateTimeField(null=True)
 
     class Meta:
         # migrations.py creates the real schema; tests/test_schema.py checks that it matches
         # these declarations, index names included.
         indexes = ((("user", "updated_at"), False), (("updated_at", "id"), False),
-                   (("status", "updated_at", "id"), False))
+                   (("status", "updated_at", "id"), False),
+                   (("assignee", "status", "updated_at"), False),
+                   (("status", "waiting_since", "id"), False))
 
 
 class Message(BaseModel):
@@ -118,6 +125,31 @@ class Message(BaseModel):
 
     class Meta:
         indexes = ((("chat", "seq"), True),)
+
+
+class Note(BaseModel):
+    """An agent's internal note on a chat. Notes live apart from messages so that a customer
+    never learns of one: they take no `seq`, move no read mark and touch no `updated_at`."""
+
+    public_id = CharField(max_length=64, unique=True)
+    chat = ForeignKeyField(Chat, index=False)  # led by (chat, id)
+    agent = ForeignKeyField(Agent, index=False)
+    after_seq = IntegerField()  # the chat's last message when it was written: its place
+    body = TextField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("chat", "id"), False),)
+
+
+class SavedReply(BaseModel):
+    """A canned answer that agents insert by typing `/shortcut`; shared by all agents."""
+
+    shortcut = CharField(max_length=32, unique=True)
+    text = TextField()
+    updated_by = ForeignKeyField(Agent, null=True, index=False)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
 
 
 class IdempotencyKey(BaseModel):

@@ -11,6 +11,7 @@ peewee's query builder stays for cold paths (provisioning, migrations, idempoten
 """
 import functools
 from collections import namedtuple
+from typing import NamedTuple
 
 from models import database, is_sqlite
 
@@ -88,6 +89,16 @@ def lock_user(user_id):
         LOCK_USER.execute(user_id)
 
 
+SAVED_REPLIES_LOCK = 727275  # (migrations take 727274)
+_LOCK_SAVED_REPLIES = Statement("SELECT pg_advisory_xact_lock(?)")
+
+
+def lock_saved_replies():
+    """Inside a write transaction: keep other saves of saved replies out until it ends."""
+    if not is_sqlite():
+        _LOCK_SAVED_REPLIES.execute(SAVED_REPLIES_LOCK)
+
+
 # --- chats and messages ------------------------------------------------------------------
 
 CHAT_COLUMNS = "id public_id user_id status last_seq customer_read_seq agent_read_seq"
@@ -103,7 +114,8 @@ COUNT_OPEN_CHATS = Statement(
 INSERT_CHAT = Statement(
     'INSERT INTO "chat" ("public_id", "user_id", "status", "name", "plan_id", '
     '"account_created_at", "last_seq", "customer_read_seq", "agent_read_seq", "created_at", '
-    '"updated_at") VALUES (?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?) RETURNING "id"', "id")
+    '"updated_at", "waiting_since") VALUES (?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?, ?) RETURNING "id"',
+    "id")
 INSERT_MESSAGE = Statement(
     'INSERT INTO "message" ("public_id", "chat_id", "seq", "sender", "agent_id", "body", '
     '"image_url", "created_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
@@ -113,14 +125,16 @@ INSERT_MESSAGE = Statement(
 # turns, each gets its own seq, and they commit in seq order (a reader never sees seq 6 before
 # seq 5). The same statement checks the status (so nothing slips into a chat closed a moment
 # before) and, for customers, the owner.
-# (It also answers what the message's event tells of the chat.)
+# (It also answers what the message's event tells of the chat.) An agent's reply ends the
+# customer's wait; a customer's message starts one, unless they were waiting already.
 BUMPED = ' RETURNING "id", "last_seq", "public_id", "name", "plan_id", "user_id"'
 BUMP_CHAT = Statement(
-    'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ? '
+    'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ?, "waiting_since" = NULL '
     'WHERE "id" = ? AND "status" = ?' + BUMPED, "id last_seq public_id name plan_id user_id",
     "Bumped")
 BUMP_OWN_CHAT = Statement(
-    'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ? '
+    'UPDATE "chat" SET "last_seq" = "last_seq" + 1, "updated_at" = ?, '
+    '"waiting_since" = COALESCE("waiting_since", ?) '
     'WHERE "public_id" = ? AND "user_id" = ? AND "status" = ?' + BUMPED,
     "id last_seq public_id name plan_id user_id", "Bumped")
 CUSTOMER_OF = Statement('SELECT "email", "name" FROM "user" WHERE "id" = ?', "email name",
@@ -176,127 +190,6 @@ DELETE_DELIVERIES_THROUGH = Statement(
     'DELETE FROM "webhook_delivery" WHERE "event_id" <= ? AND "state" <> ?')
 
 
-# --- webhook deliveries (webhooks.py) ---------------------------------------------------------
-
-ADD_ENDPOINT = Statement(
-    'INSERT INTO "webhook_endpoint" ("url", "fanned_out_through", "created_at") '
-    'VALUES (?, (SELECT "last_id" FROM "event_counter" WHERE "id" = 1), ?) '
-    'ON CONFLICT ("url") DO NOTHING')
-FIND_ENDPOINT = Statement(
-    'SELECT "id", "url", "fanned_out_through" FROM "webhook_endpoint" WHERE "url" = ?',
-    "id url fanned_out_through", "Endpoint")
-ALL_ENDPOINTS = Statement(
-    'SELECT "id", "url", "fanned_out_through" FROM "webhook_endpoint" ORDER BY "id"',
-    "id url fanned_out_through", "Endpoint")
-ENDPOINT_PROGRESS = Statement(
-    'SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ?', "fanned_out_through")
-_LOCK_ENDPOINT = Statement(
-    'SELECT "fanned_out_through" FROM "webhook_endpoint" WHERE "id" = ? FOR UPDATE SKIP LOCKED',
-    "fanned_out_through")
-
-
-_HOLD_ENDPOINT = Statement('SELECT "id" FROM "webhook_endpoint" WHERE "id" = ? FOR UPDATE')
-
-
-def hold_endpoint(endpoint_id):
-    """Inside a write transaction that changes which delivery is a chat's head: wait for, and
-    keep out, the endpoint's fan-out (PostgreSQL; SQLite's IMMEDIATE transaction is alone).
-    Without it a fan-out could queue a chat's next event as a follower of a head that is
-    finishing at that moment, and the chat would have no head left."""
-    if not is_sqlite():
-        _HOLD_ENDPOINT.execute(endpoint_id)
-
-
-def lock_endpoint(endpoint_id):
-    """Inside a write transaction: take the endpoint's row to copy new events into its
-    deliveries, one sender at a time; its `fanned_out_through`, or None when another sender
-    has it (PostgreSQL). SQLite's IMMEDIATE transaction is alone already."""
-    statement = ENDPOINT_PROGRESS if is_sqlite() else _LOCK_ENDPOINT
-    return statement.value(endpoint_id)
-ANY_DUE_DELIVERY = Statement(
-    'SELECT 1 FROM "webhook_delivery" WHERE "endpoint_id" = ? AND "state" = ? AND "head" = 1 '
-    'AND "next_attempt_at" <= ? AND ("claimed_until" IS NULL OR "claimed_until" < ?) LIMIT 1')
-# The soonest retry still to come (what is due already was just claimed).
-NEXT_ATTEMPT = Statement(
-    'SELECT MIN("next_attempt_at") FROM "webhook_delivery" '
-    'WHERE "endpoint_id" = ? AND "state" = ? AND "head" = 1 AND "next_attempt_at" > ?')
-EVENTS_TO_FAN_OUT = Statement(
-    'SELECT "id", "chat_id" FROM "event" WHERE "id" > ? AND "id" <= ? ORDER BY "id"',
-    "id chat_id", "EventToFanOut")
-CHAT_HAS_PENDING = Statement(
-    'SELECT 1 FROM "webhook_delivery" WHERE "endpoint_id" = ? AND "state" = ? '
-    'AND "chat_id" = ? LIMIT 1')
-INSERT_DELIVERY = Statement(
-    'INSERT INTO "webhook_delivery" ("endpoint_id", "event_id", "chat_id", "state", "head", '
-    '"attempts", "next_attempt_at", "created_at") VALUES (?, ?, ?, ?, ?, 0, ?, ?)')
-# A chat's head finished (delivered or failed): its next pending delivery is the head now.
-PROMOTE_NEXT = Statement(
-    'UPDATE "webhook_delivery" SET "head" = 1 WHERE "id" = (SELECT "id" FROM '
-    '"webhook_delivery" WHERE "endpoint_id" = ? AND "state" = ? AND "chat_id" = ? '
-    'ORDER BY "event_id" LIMIT 1)')
-SET_FANNED_OUT = Statement(
-    'UPDATE "webhook_endpoint" SET "fanned_out_through" = ? WHERE "id" = ?')
-
-# Claims the endpoint's due heads (see `models.WebhookDelivery.head`), the longest due first.
-# A claim lasts until `claimed_until`; a sender that died gives its claims up that way.
-_CLAIM = (
-    'UPDATE "webhook_delivery" SET "claim" = ?, "claimed_until" = ? WHERE "id" IN ('
-    'SELECT "id" FROM "webhook_delivery" WHERE "endpoint_id" = ? AND "state" = ? '
-    'AND "head" = 1 AND "next_attempt_at" <= ? '
-    'AND ("claimed_until" IS NULL OR "claimed_until" < ?) '
-    'ORDER BY "next_attempt_at" LIMIT ?{lock})')
-_CLAIM_DELIVERIES = {
-    "sqlite": Statement(_CLAIM.format(lock="")),  # its IMMEDIATE transaction is alone
-    # Two senders claiming at once each skip the rows the other is taking.
-    "postgresql": Statement(_CLAIM.format(lock=" FOR UPDATE SKIP LOCKED")),
-}
-
-
-def claim_deliveries(claim, until, endpoint_id, state, now, count):
-    """Inside a write transaction: mark up to `count` deliveries as claimed by `claim`."""
-    statement = _CLAIM_DELIVERIES["sqlite" if is_sqlite() else "postgresql"]
-    statement.execute(claim, until, endpoint_id, state, now, now, count)
-
-
-CLAIMED_DELIVERIES = Statement(
-    'SELECT d."id", d."event_id", d."chat_id", d."attempts", d."created_at", d."claim", '
-    'e."type", e."body" FROM "webhook_delivery" AS d '
-    'LEFT JOIN "event" AS e ON e."id" = d."event_id" '
-    # (The first three through the claim's own index: only heads are looked at. No ORDER BY:
-    # it would have SQLite walk the endpoint's every delivery in event order instead.)
-    'WHERE d."endpoint_id" = ? AND d."state" = ? AND d."head" = 1 AND d."claim" = ?',
-    "id event_id chat_id attempts created_at claim type body", "ClaimedDelivery")
-FINISH_ATTEMPT = Statement(
-    'UPDATE "webhook_delivery" SET "state" = ?, "attempts" = "attempts" + 1, '
-    '"next_attempt_at" = ?, "claim" = NULL, "claimed_until" = NULL, "last_attempt_at" = ?, '
-    '"last_status" = ?, "last_error" = ?, "delivered_at" = ? WHERE "id" = ? AND "claim" = ?')
-DELIVERY_COUNTS = Statement(
-    'SELECT "state", COUNT(*) AS "count", MIN("created_at") AS "oldest" '
-    'FROM "webhook_delivery" WHERE "endpoint_id" = ? GROUP BY "state"',
-    "state count oldest", "DeliveryCount")
-NOTE_ERROR = Statement(
-    'UPDATE "webhook_endpoint" SET "last_error" = ?, "last_error_at" = ? WHERE "id" = ?')
-LAST_ERROR = Statement(
-    'SELECT "last_error", "last_error_at" FROM "webhook_endpoint" WHERE "id" = ?',
-    "last_error last_error_at", "LastError")
-FIRST_EVENT_SINCE = Statement('SELECT MIN("id") FROM "event" WHERE "created_at" >= ?')
-RETRY_PENDING_NOW = Statement(
-    'UPDATE "webhook_delivery" SET "next_attempt_at" = ? '
-    'WHERE "endpoint_id" = ? AND "state" = ? AND "event_id" >= ?')
-# A failed delivery queued again starts over: attempts, and the time it may be retried for.
-REQUEUE_FAILED = Statement(
-    'UPDATE "webhook_delivery" SET "state" = ?, "attempts" = 0, "next_attempt_at" = ?, '
-    '"created_at" = ?, "head" = 0 WHERE "endpoint_id" = ? AND "state" = ? AND "event_id" >= ?')
-# A chat with pending deliveries and no head (failed ones queued again; or a guard against a
-# chat left without one): its oldest pending delivery becomes its head. A chat that has a head
-# keeps it, even a newer one in flight: a chat never has two attempts under way.
-ELECT_MISSING_HEADS = Statement(
-    'UPDATE "webhook_delivery" SET "head" = 1 WHERE "endpoint_id" = ? AND "state" = ? '
-    'AND ("chat_id" IS NULL OR "event_id" IN (SELECT MIN("event_id") FROM "webhook_delivery" '
-    'WHERE "endpoint_id" = ? AND "state" = ? GROUP BY "chat_id" HAVING MAX("head") = 0))')
-EVENT_TIME = Statement('SELECT "created_at" FROM "event" WHERE "id" = ?', "created_at")
-
-
 # --- read marks, one statement set per side's mark ----------------------------------------
 
 class ReadMarkStatements:
@@ -324,26 +217,51 @@ READ_MARKS = {column: ReadMarkStatements(column)
 CHAT_LIST_COLUMNS = (
     "id public_id status name plan_id account_created_at created_at updated_at last_seq "
     "customer_read_seq agent_read_seq customer_email customer_name last_message_seq "
-    "last_message_sender last_message_preview last_message_created_at unread")
+    "last_message_sender last_message_preview last_message_created_at unread "
+    "assignee_name assignee_display_name waiting_since")
 _chat_lists = {}
+# Whose chats a list holds: anyone's, nobody's, or one agent's (its id a parameter).
+ANY_ASSIGNEE, NO_ASSIGNEE, ONE_ASSIGNEE = "any", "none", "one"
+# How a list is ordered, and the cursor condition that goes on after a row: the most recent
+# activity first, or the longest-waiting first (only chats whose customer waits).
+LIST_ORDERS = {
+    "recent": ('c."updated_at" DESC, c."id" DESC',
+               '(c."updated_at" < ? OR (c."updated_at" = ? AND c."id" < ?))'),
+    "waiting": ('c."waiting_since", c."id"',
+                '(c."waiting_since" > ? OR (c."waiting_since" = ? AND c."id" > ?))'),
+}
 
 
-def chat_list_statement(read_mark, by_status, by_user, by_public_id, before):
+class ListFilter(NamedTuple):
+    """Which chats a list holds, besides its side's read mark."""
+    by_status: bool = False
+    by_user: bool = False
+    by_public_id: bool = False
+    assignee: str = ANY_ASSIGNEE
+    order: str = "recent"
+    before: bool = False
+
+
+def chat_list_statement(read_mark, list_filter):
     """The list query for one combination of filters, built once. Each chat comes with its
-    customer, its newest message (found through (chat_id, seq)) and its unread count for the
-    side whose read mark is `read_mark`.
+    customer, its assignee, its newest message (found through (chat_id, seq)) and its unread
+    count for the side whose read mark is `read_mark`.
 
     Parameters, in order: the sender counted as unread, then [status], [user id],
-    [public id], [updated_at, updated_at, id] of the cursor, and the row limit.
+    [public id], [assignee id], [stamp, stamp, id] of the cursor, and the row limit.
     """
-    key = (read_mark, by_status, by_user, by_public_id, before)
+    key = (read_mark, list_filter)
     if key not in _chat_lists:
         assert read_mark in READ_MARKS
+        order_by, after_cursor = LIST_ORDERS[list_filter.order]
         where = ["1 = 1"]
-        where += ['c."status" = ?'] if by_status else []
-        where += ['c."user_id" = ?'] if by_user else []
-        where += ['c."public_id" = ?'] if by_public_id else []
-        where += ['(c."updated_at" < ? OR (c."updated_at" = ? AND c."id" < ?))'] if before else []
+        where += ['c."status" = ?'] if list_filter.by_status else []
+        where += ['c."user_id" = ?'] if list_filter.by_user else []
+        where += ['c."public_id" = ?'] if list_filter.by_public_id else []
+        where += {ANY_ASSIGNEE: [], NO_ASSIGNEE: ['c."assignee_id" IS NULL'],
+                  ONE_ASSIGNEE: ['c."assignee_id" = ?']}[list_filter.assignee]
+        where += ['c."waiting_since" IS NOT NULL'] if list_filter.order == "waiting" else []
+        where += [after_cursor] if list_filter.before else []
         _chat_lists[key] = Statement(
             'SELECT c."id", c."public_id", c."status", c."name", c."plan_id", '
             'c."account_created_at", c."created_at", c."updated_at", c."last_seq", '
@@ -354,13 +272,32 @@ def chat_list_statement(read_mark, by_status, by_user, by_public_id, before):
             'm."created_at" AS "last_message_created_at", '
             '(SELECT COUNT(*) FROM "message" AS x '
             f'WHERE x."chat_id" = c."id" AND x."sender" = ? AND x."seq" > c."{read_mark}") '
-            'AS "unread" '
+            'AS "unread", g."name" AS "assignee_name", '
+            'g."display_name" AS "assignee_display_name", c."waiting_since" '
             'FROM "chat" AS c JOIN "user" AS u ON u."id" = c."user_id" '
             'JOIN "message" AS m ON m."chat_id" = c."id" AND m."seq" = c."last_seq" '
-            f'WHERE {" AND ".join(where)} '
-            'ORDER BY c."updated_at" DESC, c."id" DESC LIMIT ?',
+            'LEFT JOIN "agent" AS g ON g."id" = c."assignee_id" '
+            f'WHERE {" AND ".join(where)} ORDER BY {order_by} LIMIT ?',
             CHAT_LIST_COLUMNS, "ChatListRow")
     return _chat_lists[key]
+
+
+# The open chats the agents have: all, one agent's and nobody's, each with its unread
+# messages (the customer's, after the agents' read mark).
+_UNREAD = ('(SELECT COUNT(*) FROM "message" AS x WHERE x."chat_id" = c."id" '
+           'AND x."sender" = ? AND x."seq" > c."agent_read_seq")')
+# (MATERIALIZED: SQLite would otherwise count each chat's unread messages once per SUM.)
+CHAT_COUNTS = Statement(
+    'WITH t AS MATERIALIZED ('
+    f'SELECT c."assignee_id", {_UNREAD} AS "unread" FROM "chat" AS c WHERE c."status" = ?) '
+    'SELECT COUNT(*) AS "all_chats", '
+    'COUNT(CASE WHEN t."assignee_id" = ? THEN 1 END) AS "mine", '
+    'COUNT(CASE WHEN t."assignee_id" IS NULL THEN 1 END) AS "unassigned", '
+    'COALESCE(SUM(t."unread"), 0) AS "all_unread", '
+    'COALESCE(SUM(CASE WHEN t."assignee_id" = ? THEN t."unread" END), 0) AS "mine_unread", '
+    'COALESCE(SUM(CASE WHEN t."assignee_id" IS NULL THEN t."unread" END), 0) '
+    'AS "unassigned_unread" FROM t',
+    "all_chats mine unassigned all_unread mine_unread unassigned_unread", "ChatCounts")
 
 
 def explain(statement, params):

@@ -173,6 +173,7 @@ DEFAULT_CHAT_PAGE = 20
 MAX_WAIT_SECONDS = 25
 MAX_CURSOR_LENGTH = 200
 MAX_EVENT_ID = 2**63 - 1
+MAX_AGENT_NAME_LENGTH = 64
 
 
 def integer_field(strict):
@@ -235,6 +236,9 @@ class AgentChatsQuery(StrictSchema):
     status = status_field("open")
     limit = limit_field(DEFAULT_CHAT_PAGE, strict=False)
     before = cursor_field()
+    # me, none, any, or an agent's name (agent names are never one of those three words)
+    assignee = Text(load_default="any", min_length=1, max_length=MAX_AGENT_NAME_LENGTH)
+    sort = fields.String(load_default="recent", validate=validate.OneOf(["recent", "waiting"]))
 
 
 class AgentMessagesQuery(StrictSchema):
@@ -257,3 +261,26 @@ class AgentReplySchema(StrictSchema):
 
 class AgentReadSchema(StrictSchema):
     seq = seq_field()
+
+
+class AssignSchema(StrictSchema):
+    agent = Text(required=True, allow_none=True, min_length=1,
+                 max_length=MAX_AGENT_NAME_LENGTH)
+
+
+class NoteSchema(StrictSchema):
+    message = message_field()
+
+
+class NotesQuery(StrictSchema):
+    after = QueryInteger(strict=False, load_default=0, validate=validate.Range(0, MAX_EVENT_ID))
+    limit = limit_field(MAX_PAGE_SIZE, strict=False)
+
+
+class SavedReplySchema(StrictSchema):
+    text = message_field()
+
+
+class CustomerChatsQuery(StrictSchema):
+    limit = limit_field(DEFAULT_CHAT_PAGE, strict=False)
+    before = cursor_field()

@@ -254,6 +254,18 @@ def origins(value):
     return value
 
 
+def public_url(value):
+    """Where agents reach this service, for the sign-in links `agents add` prints:
+    http(s)://host[:port][/path], kept without a trailing slash."""
+    url = text(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or parts.username is not None:
+        raise Invalid("must be an http(s) URL with a host and no user, query or fragment, "
+                      "such as https://support.example.com")
+    return url
+
+
 WEBHOOK_URL_MAX_LENGTH = 2000
 WEBHOOK_SECRET_MIN_LENGTH = ADMIN_TOKEN_MIN_LENGTH  # (both are `secret_token`s)
 
@@ -317,6 +329,7 @@ SETTINGS = {
     "DB_POOL_SIZE": (32, integer(1, 1000)),
     "MAX_CONTENT_LENGTH": (64 * 1024, integer(1, 1024 * 1024 * 1024)),
     "CORS_ORIGINS": ("", origins),
+    "PUBLIC_URL": (None, public_url),
     "ADMIN_TOKEN": (None, secret_token),
     "LONGPOLL_MAX_WAITERS": (1000, integer(0, 10_000)),
     "LONGPOLL_MAX_WAITERS_PER_CUSTOMER": (2, integer(0, 10_000)),
@@ -336,6 +349,7 @@ SETTINGS = {
     "WEBHOOK_URL": ((), webhook_urls),
     "WEBHOOK_SECRET": (None, secret_token),
     "WEBHOOK_SENDER": (True, boolean),
+    "WEBHOOK_INCLUDE_NOTES": (False, boolean),
     "WEBHOOK_RETRY_HOURS": (24, number(0, 24 * 30, minimum=1 / 3600)),
     "WEBHOOK_FIRST_RETRY_SECONDS": (10, number(0, 3600, minimum=0.01)),
     # A delivery in flight is the claiming sender's for this long; past it (the sender died),

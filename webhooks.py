@@ -28,8 +28,8 @@ from typing import NamedTuple
 from peewee import DatabaseError
 
 import events
-import queries
 import webhook_http
+import webhook_queries
 from changes import changes
 from dbtrouble import OnceAMinute
 from models import (
@@ -108,6 +108,8 @@ class Sender:
         self.policy = RetryPolicy.of(config)
         self.claim_for = datetime.timedelta(seconds=config["WEBHOOK_CLAIM_SECONDS"])
         self.retention = datetime.timedelta(days=config["EVENT_RETENTION_DAYS"])
+        # Internal notes stay inside unless the operator sends them out on purpose.
+        self.left_out = () if config["WEBHOOK_INCLUDE_NOTES"] else (events.NOTE_CREATED,)
         self.http = new_http()
         self.doorbell = threading.Event()
         self.stopping = threading.Event()
@@ -159,7 +161,7 @@ class Sender:
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
                 if self.deliver:
                     for endpoint_id in self.endpoints:
-                        fan_out(endpoint_id)
+                        fan_out(endpoint_id, self.left_out)
                     claimed = self.claim_and_send()
                     idle = min(idle, self.until_next_attempt())
             except DatabaseError as error:
@@ -187,7 +189,7 @@ class Sender:
         """Seconds until the soonest retry of any endpoint is due (a retry due in 50 ms is
         not left waiting for the next round)."""
         now = utcnow()
-        soonest = [queries.NEXT_ATTEMPT.value(endpoint_id, PENDING, now)
+        soonest = [webhook_queries.NEXT_ATTEMPT.value(endpoint_id, PENDING, now)
                    for endpoint_id in self.endpoints]
         soonest = [as_datetime(moment) for moment in soonest if moment is not None]
         if not soonest:
@@ -249,15 +251,15 @@ class Sender:
         if state == FAILED and outcome.retry:
             error = f"gave up after {attempts} attempts: {error}"
         with write_transaction():
-            queries.hold_endpoint(endpoint_id)
-            recorded = queries.FINISH_ATTEMPT.execute(
+            webhook_queries.hold_endpoint(endpoint_id)
+            recorded = webhook_queries.FINISH_ATTEMPT.execute(
                 state, next_at, now, outcome.status, error, now if state == DELIVERED else None,
                 delivery.id, delivery.claim).rowcount
             if recorded and state != PENDING and delivery.chat_id is not None:
-                queries.PROMOTE_NEXT.execute(endpoint_id, PENDING, delivery.chat_id)
+                webhook_queries.PROMOTE_NEXT.execute(endpoint_id, PENDING, delivery.chat_id)
             if recorded and error is not None:
-                queries.NOTE_ERROR.execute(f"event {delivery.event_id}: {error}", now,
-                                           endpoint_id)
+                webhook_queries.NOTE_ERROR.execute(f"event {delivery.event_id}: {error}",
+                                                   now, endpoint_id)
         if state == FAILED:
             logger.warning("webhook %s: event %s failed: %s", describe(url), delivery.event_id,
                            error)
@@ -272,24 +274,26 @@ def register(urls):
     events from now on, not the log's past."""
     with write_transaction():
         for url in urls:
-            queries.ADD_ENDPOINT.execute(url, utcnow())
-        return {queries.FIND_ENDPOINT.one(url).id: url for url in urls}
+            webhook_queries.ADD_ENDPOINT.execute(url, utcnow())
+        return {webhook_queries.FIND_ENDPOINT.one(url).id: url for url in urls}
 
 
-def fan_out(endpoint_id):
+def fan_out(endpoint_id, left_out=(events.NOTE_CREATED,)):
     """Copy the events the endpoint has no delivery for yet into its deliveries (unless
-    another sender is doing it right now)."""
+    another sender is doing it right now), but those of a type in `left_out`."""
     newest = events.newest_id()  # read first: every event up to it has committed
-    if queries.ENDPOINT_PROGRESS.value(endpoint_id) >= newest:
+    if webhook_queries.ENDPOINT_PROGRESS.value(endpoint_id) >= newest:
         return  # (without the write lock, which this takes every second)
     while True:
         with write_transaction():
-            done = queries.lock_endpoint(endpoint_id)
+            done = webhook_queries.lock_endpoint(endpoint_id)
             if done is None or done >= newest:
                 return
             through = min(newest, done + FAN_OUT_BATCH)
-            queue(endpoint_id, queries.EVENTS_TO_FAN_OUT.all(done, through))
-            queries.SET_FANNED_OUT.execute(through, endpoint_id)
+            queue(endpoint_id, [event for event in
+                                webhook_queries.EVENTS_TO_FAN_OUT.all(done, through)
+                                if event.type not in left_out])
+            webhook_queries.SET_FANNED_OUT.execute(through, endpoint_id)
 
 
 def queue(endpoint_id, new_events):
@@ -299,21 +303,21 @@ def queue(endpoint_id, new_events):
     busy = set()  # chats with a pending delivery here, as found or as just queued
     for event in new_events:
         head = event.chat_id is None or (
-            event.chat_id not in busy
-            and queries.CHAT_HAS_PENDING.value(endpoint_id, PENDING, event.chat_id) is None)
+            event.chat_id not in busy and webhook_queries.CHAT_HAS_PENDING.value(
+                endpoint_id, PENDING, event.chat_id) is None)
         if event.chat_id is not None:
             busy.add(event.chat_id)
-        queries.INSERT_DELIVERY.execute(endpoint_id, event.id, event.chat_id, PENDING,
-                                        int(head), now, now)
+        webhook_queries.INSERT_DELIVERY.execute(endpoint_id, event.id, event.chat_id,
+                                                PENDING, int(head), now, now)
 
 
 def elect_missing_heads(endpoint_id):
     """Inside a write transaction: give each chat with pending deliveries and no head one (its
     oldest). After failed deliveries went back to pending; and at each purge, so that no chat
     could ever be left waiting for good."""
-    queries.hold_endpoint(endpoint_id)
-    return queries.ELECT_MISSING_HEADS.execute(endpoint_id, PENDING, endpoint_id,
-                                               PENDING).rowcount
+    webhook_queries.hold_endpoint(endpoint_id)
+    return webhook_queries.ELECT_MISSING_HEADS.execute(endpoint_id, PENDING, endpoint_id,
+                                                       PENDING).rowcount
 
 
 def claim(endpoint_id, count, claim_for):
@@ -322,13 +326,14 @@ def claim(endpoint_id, count, claim_for):
     the attempt checks: an attempt whose claim ran out (and was taken again) records
     nothing."""
     now = utcnow()
-    if queries.ANY_DUE_DELIVERY.value(endpoint_id, PENDING, now, now) is None:
+    if webhook_queries.ANY_DUE_DELIVERY.value(endpoint_id, PENDING, now, now) is None:
         return []  # (without the write lock, which this takes every second)
     claim_id = secrets.token_hex(8)
     with write_transaction():
         now = utcnow()
-        queries.claim_deliveries(claim_id, now + claim_for, endpoint_id, PENDING, now, count)
-        claimed = queries.CLAIMED_DELIVERIES.all(endpoint_id, PENDING, claim_id)
+        webhook_queries.claim_deliveries(claim_id, now + claim_for, endpoint_id, PENDING, now,
+                                         count)
+        claimed = webhook_queries.CLAIMED_DELIVERIES.all(endpoint_id, PENDING, claim_id)
     return sorted(claimed, key=lambda delivery: delivery.event_id)
 
 

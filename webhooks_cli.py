@@ -10,8 +10,8 @@ from flask import current_app
 from flask.cli import AppGroup
 
 import events
-import queries
 import webhook_http
+import webhook_queries
 import webhooks as sending
 from cli import database_errors_explained, needs_current_schema
 from models import as_datetime, database, iso_utc, utcnow, write_transaction
@@ -58,12 +58,12 @@ def age(moment):
 
 def endpoint_report(endpoint, newest, configured):
     """The lines `status` prints for one endpoint."""
-    counts = {row.state: row for row in queries.DELIVERY_COUNTS.all(endpoint.id)}
+    counts = {row.state: row for row in webhook_queries.DELIVERY_COUNTS.all(endpoint.id)}
     not_queued = max(0, newest - endpoint.fanned_out_through)
     pending = counts.get(sending.PENDING)
     oldest = [pending.oldest] if pending else []
     if not_queued:
-        first = queries.EVENT_TIME.value(endpoint.fanned_out_through + 1)
+        first = webhook_queries.EVENT_TIME.value(endpoint.fanned_out_through + 1)
         oldest += [first] if first is not None else []
     pending_count = (pending.count if pending else 0) + not_queued
     failed, delivered = (counts[state].count if state in counts else 0
@@ -72,7 +72,7 @@ def endpoint_report(endpoint, newest, configured):
     lines = [f"{webhook_http.describe(endpoint.url)} (endpoint {endpoint.id}"
              f"{'' if configured else ', not in WEBHOOK_URL: not sent'})",
              f"  pending {pending_count}{oldest_age}, failed {failed}, delivered {delivered}"]
-    last = queries.LAST_ERROR.one(endpoint.id)
+    last = webhook_queries.LAST_ERROR.one(endpoint.id)
     if last.last_error is not None:
         when = as_datetime(last.last_error_at)
         lines.append(f"  last error: {last.last_error} at {iso_utc(when)} ({age(when)} ago)")
@@ -86,7 +86,7 @@ def status():
     error and when."""
     urls = set(current_app.config["WEBHOOK_URL"])
     with database_errors_explained():
-        endpoints = queries.ALL_ENDPOINTS.all()
+        endpoints = webhook_queries.ALL_ENDPOINTS.all()
         newest = events.newest_id()
         if not endpoints:
             click.echo("no webhook endpoint yet" + ("" if urls else " (WEBHOOK_URL is not set)"))
@@ -127,20 +127,21 @@ def retry(failed, since):
     first_id = 0
     if since is not None:
         with database_errors_explained():
-            first_id = queries.FIRST_EVENT_SINCE.value(parse_since(since))
+            first_id = webhook_queries.FIRST_EVENT_SINCE.value(parse_since(since))
         if first_id is None:
             click.echo("no event since then: nothing to retry")
             return
     urls = set(configured_urls())
     with database_errors_explained(), write_transaction():
         now = utcnow()
-        for endpoint in queries.ALL_ENDPOINTS.all():
+        for endpoint in webhook_queries.ALL_ENDPOINTS.all():
             if endpoint.url not in urls:
                 continue
-            queries.hold_endpoint(endpoint.id)  # first, as a sender recording an attempt does
-            due = queries.RETRY_PENDING_NOW.execute(now, endpoint.id, sending.PENDING,
-                                                    first_id).rowcount
-            requeued = queries.REQUEUE_FAILED.execute(
+            # First, as a sender recording an attempt does.
+            webhook_queries.hold_endpoint(endpoint.id)
+            due = webhook_queries.RETRY_PENDING_NOW.execute(now, endpoint.id, sending.PENDING,
+                                                            first_id).rowcount
+            requeued = webhook_queries.REQUEUE_FAILED.execute(
                 sending.PENDING, now, now, endpoint.id, sending.FAILED,
                 first_id).rowcount if failed else 0
             if requeued:

@@ -308,7 +308,7 @@ def agent_list_plan(url):
     import queries
 
     models.configure_database(url)
-    statement, params = chats.chat_list_call(chats.AGENT, "open", None, 20)
+    statement, params = chats.chat_list_call(chats.AGENT, chats.ChatListQuery("open"))
     plan = queries.explain(statement, params)
     models.database.close_all()
     return "\n".join(plan)

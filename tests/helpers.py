@@ -245,14 +245,15 @@ def stepped_out(server):
 
 
 @contextmanager
-def running_server(tmp_path, database_url, command=None, env=None):
-    """`python app.py` (or `command`, with {port} filled in) on a free loopback port.
+def running_server(tmp_path, database_url, command=None, env=None, port=None):
+    """`python app.py` (or `command`, with {port} filled in) on a free loopback port (or on
+    `port`: a server started again where a client expects it).
 
     Rate limits are off unless `env` turns them on: these servers take load from one address.
     """
     assert slow_work_allowed, "a test that starts a server must be marked @pytest.mark.slow"
-    port = free_port()
-    log_path = str(tmp_path / f"server-{port}.log")
+    port = port or free_port()
+    log_path = str(tmp_path / f"server-{port}-{time.monotonic_ns()}.log")
     environment = {**os.environ, "DATABASE_URL": database_url, "HOST": "127.0.0.1",
                    "PORT": str(port), "RATELIMIT_ENABLED": "false",
                    "PYTHONUNBUFFERED": "1",  # the log has each line as soon as it is printed

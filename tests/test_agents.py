@@ -26,11 +26,33 @@ def test_cli_token_is_shown_once_and_stored_hashed(runner, app, client):
     assert AgentClient("bob", token, client).get("/chats").status_code == 200
 
 
+def test_cli_prints_a_sign_in_link_when_the_public_url_is_set(make_app, client):
+    runner = make_app(PUBLIC_URL="https://support.example.com/").test_cli_runner()
+    result = runner.invoke(args=["agents", "add", "fay"])
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()  # stdout holds the token alone, for scripts
+    assert token.startswith("szagent_")
+    assert f"https://support.example.com/inbox#token={token}" in result.stderr
+
+
+def test_cli_prints_no_link_without_a_public_url(runner):
+    result = runner.invoke(args=["agents", "add", "gil"])
+    assert "inbox#token=" not in result.output
+
+
+@pytest.mark.parametrize("url", ["ftp://support.example.com", "support.example.com",
+                                 "https://support.example.com/?x=1", "https://u@example.com"])
+def test_a_public_url_that_is_no_web_address_is_refused(make_app, url):
+    with pytest.raises(ValueError, match="PUBLIC_URL"):
+        make_app(PUBLIC_URL=url)
+
+
 def test_cli_rejects_duplicates_and_bad_names(runner):
     add_agent(runner, "carol")
     duplicate = runner.invoke(args=["agents", "add", "carol"])
     assert duplicate.exit_code != 0 and "exists" in duplicate.output
-    for name in ["", "has space", "x" * 65, "semi;colon"]:
+    # me, none and any mean something else in the chat lists' assignee filter.
+    for name in ["", "has space", "x" * 65, "semi;colon", "me", "none", "any"]:
         assert runner.invoke(args=["agents", "add", name]).exit_code != 0
     long_display = runner.invoke(args=["agents", "add", "dave", "--display-name", "d" * 201])
     assert long_display.exit_code != 0

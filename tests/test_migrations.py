@@ -60,13 +60,45 @@ def test_upgrade_keeps_chats_and_messages_usable(database_url, record_version, c
     assert len(agent_list) == 3 and agent_list[0]["unread"] == 2
     assert agent_list[0]["customer"] == {"email": "old@example.com", "name": "Old"}
 
+    # Their customers spoke last: all three wait, since their first message.
+    waiting = agent.get("/chats", sort="waiting").json["data"]["chats"]
+    assert [c["waiting_since"] for c in waiting] == ["2026-01-02T03:04:05.000Z"] * 3
+    assert all(c["assignee"] is None for c in waiting)
+
     assert customer.send(chat_id, "after the upgrade").json["data"]["chatId"] == chat_id
     assert agent.reply(chat_id, "welcome back").json["data"]["seq"] == 4
+    assert len(agent.get("/chats", sort="waiting").json["data"]["chats"]) == 2
     assert [m["seq"] for m in customer.poll(chat_id, after=2).json["data"]["messages"]] == [3, 4]
 
     with app.app_context():
         assert models.Message.select().count() == 8
         assert migrations.current_version() == migrations.LATEST
+
+
+def test_upgrade_finds_which_customers_wait_and_since_when(database_url, make_app):
+    """A chat waits since the customer's first message after the agents' last one; a chat
+    whose newest message is an agent's does not wait."""
+    build_version_1(database_url, record_version=True)
+    models.configure_database(database_url)
+    migrations.upgrade(target=5)
+    later = datetime.datetime(2026, 1, 2, 4, 0, 0)
+    with models.database.atomic():  # chat 0: answered; chat 1: answered, then asked again
+        for number, seq, sender, minutes in ((0, 3, "agent", 1), (1, 3, "agent", 1),
+                                             (1, 4, "user", 2), (1, 5, "user", 3)):
+            chat = models.Chat.select(models.Chat.id).where(  # (version 5's columns only)
+                models.Chat.public_id == f"chat-legacy-{number:017d}").get()
+            models.Message.insert(public_id=f"msg-later-{number}-{seq}", chat=chat.id,
+                                  seq=seq, sender=sender, body="later",
+                                  created_at=later + datetime.timedelta(minutes=minutes)
+                                  ).execute()
+            models.Chat.update(last_seq=seq).where(models.Chat.id == chat.id).execute()
+    models.database.close_all()
+
+    agent = new_agent(make_app(), "upgrader")
+    waiting = agent.get("/chats", sort="waiting").json["data"]["chats"]
+    assert [(chat["chatId"], chat["waiting_since"]) for chat in waiting] == [
+        ("chat-legacy-00000000000000002", "2026-01-02T03:04:05.000Z"),
+        ("chat-legacy-00000000000000001", "2026-01-02T04:02:00.000Z")]
 
 
 def index_names():

@@ -11,8 +11,8 @@ def test_rows_have_names(app, customer, agent):
     with app.app_context():
         chat = queries.FIND_CHAT.one(chat_id)
         assert (chat.public_id, chat.last_seq, chat.status) == (chat_id, 2, "open")
-        [row] = queries.chat_list_statement("agent_read_seq", False, False, True, False).all(
-            "user", chat_id, 2)
+        by_id = queries.ListFilter(by_public_id=True)
+        [row] = queries.chat_list_statement("agent_read_seq", by_id).all("user", chat_id, 2)
         assert row.customer_email == customer.email
         assert (row.last_message_seq, row.last_message_preview, row.unread) == (2, "second", 1)
         assert [m.body for m in queries.MESSAGES_AFTER.all(chat.id, 0, 10)] == ["first",

@@ -20,7 +20,8 @@ import migrations
 import models
 from test_migrations import build_version_1
 
-LIVE_MODELS = [models.User, models.Agent, models.Chat, models.Message, models.IdempotencyKey,
+LIVE_MODELS = [models.User, models.Agent, models.Chat, models.Message, models.Note,
+               models.SavedReply, models.IdempotencyKey,
                models.Event, models.EventCounter, models.WebhookEndpoint,
                models.WebhookDelivery]
 # The migrations' own bookkeeping: no live model declares it, so it is checked on its own.
