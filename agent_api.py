@@ -21,6 +21,7 @@ from schemas import (
     AgentReplySchema,
     AssignSchema,
     CustomerChatsQuery,
+    NoQuery,
     NoteSchema,
     NotesQuery,
     SavedReplySchema,
@@ -38,6 +39,7 @@ note_schema = NoteSchema()
 notes_query = NotesQuery()
 saved_reply_schema = SavedReplySchema()
 customer_query = CustomerChatsQuery()
+no_query = NoQuery()
 
 
 @bp.get("/chats")
@@ -66,6 +68,7 @@ def assignee_filter(assignee):
 @agent_calls
 def count_chats():
     """The open chats in each of the inbox's tabs, and their unread messages."""
+    no_query.load(request.args.to_dict())
     return success("Chat counts.", chats.open_chat_counts(g.agent))
 
 
@@ -154,6 +157,7 @@ def follow_events():
 @require_agent
 @agent_calls
 def who_am_i():
+    no_query.load(request.args.to_dict())
     return success("You.", events.agent_json(g.agent))
 
 
@@ -161,6 +165,7 @@ def who_am_i():
 @require_agent
 @agent_calls
 def list_agents():
+    no_query.load(request.args.to_dict())
     return success("Agents.", {"agents": workspace.active_agents_json()})
 
 
@@ -202,6 +207,7 @@ def read_notes(chat_id):
 @require_agent
 @agent_calls
 def list_saved_replies():
+    no_query.load(request.args.to_dict())
     return success("Saved replies.", {"replies": workspace.saved_replies()})
 
 

@@ -236,6 +236,7 @@ def frozen_version_6():
     class Note(Model):
         public_id = CharField(max_length=64, unique=True)
         chat = ForeignKeyField(version_1.Chat, index=False)
+        number = IntegerField()
         agent = ForeignKeyField(version_2.Agent, index=False)
         after_seq = IntegerField()
         body = TextField()
@@ -243,7 +244,7 @@ def frozen_version_6():
 
         class Meta:
             legacy_table_names = False  # index names follow "note"
-            indexes = ((("chat", "id"), False),)
+            indexes = ((("chat", "number"), True),)
 
     class SavedReply(Model):
         shortcut = CharField(max_length=32, unique=True)
@@ -279,6 +280,7 @@ def agent_workspace(database, migrator):
         migrator.add_column("chat", "assignee_id",
                             ForeignKeyField(agent, field=agent.id, null=True, index=False)),
         migrator.add_column("chat", "waiting_since", DateTimeField(null=True)),
+        migrator.add_column("chat", "last_note", zero_default_column(), allow_not_null=True),
         migrator.add_index("chat", ("assignee_id", "status", "updated_at")),
         migrator.add_index("chat", ("status", "waiting_since", "id")),
     )

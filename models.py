@@ -103,6 +103,8 @@ class Chat(BaseModel):
     # When the customer's oldest unanswered message came in: set by a customer message when
     # NULL, cleared by an agent's reply (a note leaves it). NULL: the agents spoke last.
     waiting_since = DateTimeField(null=True)
+    # The number of the newest note; allocates the next one, as last_seq does for messages.
+    last_note = IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
 
     class Meta:
         # migrations.py creates the real schema; tests/test_schema.py checks that it matches
@@ -132,14 +134,15 @@ class Note(BaseModel):
     never learns of one: they take no `seq`, move no read mark and touch no `updated_at`."""
 
     public_id = CharField(max_length=64, unique=True)
-    chat = ForeignKeyField(Chat, index=False)  # led by (chat, id)
+    chat = ForeignKeyField(Chat, index=False)  # led by (chat, number)
+    number = IntegerField()  # 1, 2, 3, ... in each chat, in commit order: the notes' cursor
     agent = ForeignKeyField(Agent, index=False)
     after_seq = IntegerField()  # the chat's last message when it was written: its place
     body = TextField()
     created_at = DateTimeField(default=utcnow)
 
     class Meta:
-        indexes = ((("chat", "id"), False),)
+        indexes = ((("chat", "number"), True),)
 
 
 class SavedReply(BaseModel):

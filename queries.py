@@ -137,6 +137,13 @@ BUMP_OWN_CHAT = Statement(
     '"waiting_since" = COALESCE("waiting_since", ?) '
     'WHERE "public_id" = ? AND "user_id" = ? AND "status" = ?' + BUMPED,
     "id last_seq public_id name plan_id user_id", "Bumped")
+# A note's number and place: bumping `last_note` holds the chat's row (PostgreSQL) until
+# commit, as BUMP_CHAT does for messages, so a chat's notes commit in number order and a
+# reader that follows the numbers never skips one; `last_seq` is then the newest message
+# committed before it.
+NEXT_NOTE = Statement(
+    'UPDATE "chat" SET "last_note" = "last_note" + 1 WHERE "id" = ? '
+    'RETURNING "last_note", "last_seq"', "last_note last_seq", "NextNote")
 CUSTOMER_OF = Statement('SELECT "email", "name" FROM "user" WHERE "id" = ?', "email name",
                         "Customer")
 SET_STATUS = Statement(

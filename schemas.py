@@ -263,6 +263,11 @@ class AgentReadSchema(StrictSchema):
     seq = seq_field()
 
 
+class NoQuery(StrictSchema):
+    """A GET that takes no parameters: one it is given is refused, not silently ignored (a
+    client asking /chats/counts?status=closed must not believe it got closed chats)."""
+
+
 class AssignSchema(StrictSchema):
     agent = Text(required=True, allow_none=True, min_length=1,
                  max_length=MAX_AGENT_NAME_LENGTH)

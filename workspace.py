@@ -118,25 +118,25 @@ def add_note(chat, agent, body):
     """Write an internal note on `chat` (open or closed), placed after its newest message."""
     with write_transaction():
         now = utcnow()
-        after_seq = queries.LAST_SEQ.value(chat.id)
+        number, after_seq = queries.NEXT_NOTE.one(chat.id)
         public_id = new_public_id("note")
-        Note.insert(public_id=public_id, chat=chat.id, agent=agent.id, after_seq=after_seq,
-                    body=body, created_at=now).execute()
+        Note.insert(public_id=public_id, chat=chat.id, number=number, agent=agent.id,
+                    after_seq=after_seq, body=body, created_at=now).execute()
         events.note_created(chat.id, note_json(public_id, after_seq, body, agent, now))
     return NewNote(public_id, after_seq)
 
 
 def notes_after(chat, after, limit):
-    """(the chat's notes written after the one with position `after`, oldest first, as JSON;
-    the position to ask after next; whether more follow)."""
-    rows = list(Note.select(Note.id, Note.public_id, Note.after_seq, Note.body,
+    """(the chat's notes numbered after `after`, oldest first, as JSON; the number to ask
+    after next; whether more follow)."""
+    rows = list(Note.select(Note.number, Note.public_id, Note.after_seq, Note.body,
                             Note.created_at, Agent.name, Agent.display_name)
-                .join(Agent).where((Note.chat == chat.id) & (Note.id > after))
-                .order_by(Note.id).limit(limit + 1))
+                .join(Agent).where((Note.chat == chat.id) & (Note.number > after))
+                .order_by(Note.number).limit(limit + 1))
     page = rows[:limit]
     notes = [note_json(note.public_id, note.after_seq, note.body, note.agent,
                        as_datetime(note.created_at)) for note in page]
-    return notes, page[-1].id if page else after, len(rows) > limit
+    return notes, page[-1].number if page else after, len(rows) > limit
 
 
 # --- saved replies -----------------------------------------------------------------------

@@ -15,7 +15,9 @@ const OFFLINE_TEXT = 'Offline: cannot reach the server.';
 const PAGE_SIZE = 50;
 const FEED_WAIT = 25;                    // seconds the server may hold a feed long-poll
 const BACKOFF = [1, 2, 4, 8, 15, 30];    // seconds between feed retries after failures
-const REFRESH_DELAY_MS = 100;            // a burst of events becomes one list refresh
+const REFRESH_INTERVAL_MS = 1000;        // counts + list refresh at most this often under traffic
+const FEED_PACE_MS = 300;                // pause after a batch of events while the feed is busy...
+const FEED_BUSY = { events: 3, withinMs: 1000 };  // ...that is, this many events of others this fast
 const CALL_TIMEOUT_MS = 30000;
 const MAX_REPLY = 10000;                 // the API's limit on a message
 const TABS = { mine: 'me', unassigned: 'none', all: 'any' };  // tab -> assignee filter
@@ -41,6 +43,7 @@ const state = {
   customerStale: false,
   suggest: { items: [], active: -1 },
   refreshTimer: 0,
+  refreshedAt: 0,      // when the last counts + list refresh began (see scheduleRefresh)
 };
 
 function newList() {
@@ -48,7 +51,8 @@ function newList() {
 }
 
 function newFeed() {
-  return { cursor: null, controller: null, failures: 0, offline: false, notice: false, expired: false, wake: null };
+  return { cursor: null, controller: null, failures: 0, offline: false, notice: false, expired: false, wake: null,
+    busyTimes: [] };
 }
 
 // ---------------------------------------------------------------- DOM helpers
@@ -312,7 +316,8 @@ function signOut(message) {
 
 function resetInbox() {
   clearTimeout(state.refreshTimer);
-  Object.assign(state, { me: null, agents: null, replies: null, list: newList(), feed: newFeed() });
+  Object.assign(state, { me: null, agents: null, replies: null, list: newList(), feed: newFeed(),
+    refreshTimer: 0, refreshedAt: 0 });
   state.drafts.clear();
   $('chat-list').replaceChildren();
   show($('list-empty'), false);
@@ -352,6 +357,7 @@ async function runFeed(session) {
       if (events.length) handleEvents(events);
       if (recovering) reloadEverything();
       if (!events.length && page.retry_after) await sleep(page.retry_after * 1000);
+      else if (events.length && !page.has_more && feedIsBusy(feed, events)) await sleep(FEED_PACE_MS);
     } catch (err) {
       if (session !== state.session || err.code === 'stale' || err.status === 401) return;
       if (err.code === 'cursor_expired' || err.status === 410) {
@@ -362,6 +368,18 @@ async function runFeed(session) {
       }
     }
   }
+}
+
+// A busy inbox would otherwise poll once per event. While others' events keep coming, a
+// short pause after each batch lets the next ones gather into one; a quiet feed (or one
+// echoing only this agent's own actions) is left waiting at once, so the first event after
+// a lull shows without delay.
+function feedIsBusy(feed, events) {
+  const now = Date.now();
+  for (const event of events) if (!causedByMe(event)) feed.busyTimes.push(now);
+  while (feed.busyTimes.length && now - feed.busyTimes[0] >= FEED_BUSY.withinMs) feed.busyTimes.shift();
+  feed.busyTimes.splice(0, Math.max(0, feed.busyTimes.length - FEED_BUSY.events));
+  return feed.busyTimes.length >= FEED_BUSY.events;
 }
 
 function sleep(ms) {
@@ -436,32 +454,97 @@ function wakeFeed() {
   if (state.feed.wake) state.feed.wake();
 }
 
-// Events only say *that* something changed: lists and the open chat are fetched again.
+// Each event becomes the least work that shows it: one throttled refresh of the counts and
+// list for the whole batch, and for the open chat only the part the event says changed,
+// fetched after the chat's own cursors (the event says *that* it changed; the fetch makes
+// sure nothing in between is missed).
 function handleEvents(events) {
   const open = state.open;
-  let touchesOpen = false;
+  let listChanged = false;
   let customerMessages = 0;
   for (const event of events) {
     const data = event.data || {};
     const chat = data.chat || {};
-    if (open && chat.chatId === open.id) touchesOpen = true;
-    if (open && chat.customer && chat.customer.email === open.customerEmail) state.customerStale = true;
+    const changes = changesList(event);
+    listChanged = listChanged || changes;
+    if (open && chat.chatId === open.id) noteOpenChatEvent(open, event);
+    else if (open && changes && chat.customer && chat.customer.email === open.customerEmail) state.customerStale = true;
     if (event.type === 'message.created' && data.message && data.message.sender === 'user') {
       if (customerMessages < 3) notifyDesktop(chat, data.message);
       customerMessages += 1;
     }
   }
   if (customerMessages && document.hidden) beep();
-  scheduleRefresh();
-  if (touchesOpen) syncOpenChat();
+  if (listChanged) scheduleRefresh();
+  if (open && open === state.open && hasNeeds(open)) syncOpenChat();
 }
 
-// The first start, a 410 and a recovery come here: counts, list and the open chat.
+// Notes and the customer's read mark change no count and no row (neither touches the
+// chat's activity time); an agent's read mark changes the unread badges, the rest the rows.
+function changesList(event) {
+  if (event.type === 'note.created') return false;
+  if (event.type === 'chat.read') return !(event.data && event.data.by && event.data.by.type === 'customer');
+  return true;
+}
+
+function byMe(data) {
+  const by = data.by || {};
+  return by.type === 'agent' && Boolean(state.me) && by.name === state.me.name;
+}
+
+// The signed-in agent's own reply, note, read mark or action, coming back as an event.
+function causedByMe(event) {
+  const data = event.data || {};
+  const agent = (data.message && data.message.agent) || (data.note && data.note.agent) || null;
+  if (agent) return Boolean(state.me) && agent.name === state.me.name;
+  return byMe(data);
+}
+
+// What an event on the open chat asks it to fetch; nothing when the page already has it
+// (its own sends, notes, read marks and actions come back as events too).
+function noteOpenChatEvent(open, event) {
+  const data = event.data || {};
+  const chat = open.chat || {};
+  switch (event.type) {
+    case 'message.created':
+      if (data.message) wantMessagesUpTo(open, Number(data.message.seq) || Infinity);
+      break;
+    case 'note.created':
+      if (!data.note || !open.notes.some((note) => note.noteId === data.note.noteId)) open.need.notes = true;
+      break;
+    case 'chat.read':
+      // Nothing on screen shows read marks; an agent's (ours or another's) only means a
+      // /read up to there would move nothing.
+      if (data.by && data.by.type === 'agent') open.readSeq = Math.max(open.readSeq, Number(data.read_seq) || 0);
+      break;
+    case 'chat.closed':
+    case 'chat.reopened':
+    case 'chat.assigned': {
+      // A detail fetch on its way may have been answered before this change: fetch again.
+      if (open.detailBusy) {
+        open.need.detail = true;
+        break;
+      }
+      // Our own action answers with the new state itself (and may still be on its way).
+      if (byMe(data) && open.busy) break;
+      const assignee = data.assignee ? data.assignee.name : null;
+      const current = chat.assignee ? chat.assignee.name : null;
+      const same = event.type === 'chat.assigned' ? assignee === current : (data.chat || {}).status === chat.status;
+      if (!same) open.need.detail = true;
+      break;
+    }
+    default:
+      wantEverything(open);
+  }
+}
+
+// The first start, a 410 and a recovery come here: counts, list and the open chat, all of it.
 function reloadEverything() {
   state.customerStale = true;
   const jobs = [loadBasics(), refreshNow()];
   if (state.open) {
     if (state.feed.expired) resetTranscript(state.open);
+    wantEverything(state.open);
     jobs.push(syncOpenChat());
   }
   state.feed.expired = false;
@@ -534,13 +617,19 @@ function onTabKeydown(event) {
 
 // ---------------------------------------------------------------- the chat list
 
+// A leading-edge throttle: the first change after a quiet second refreshes at once, so new
+// chats and messages show within a second; changes after that wait until a second has passed
+// since the last refresh began, and all of them become that one refresh.
 function scheduleRefresh() {
-  clearTimeout(state.refreshTimer);
-  state.refreshTimer = setTimeout(refreshNow, REFRESH_DELAY_MS);
+  if (state.refreshTimer) return;  // a refresh is due already: it will show this change too
+  const wait = Math.max(0, state.refreshedAt + REFRESH_INTERVAL_MS - Date.now());
+  state.refreshTimer = setTimeout(refreshNow, wait);
 }
 
 const refreshNow = serial(async () => {
   clearTimeout(state.refreshTimer);
+  state.refreshTimer = 0;
+  state.refreshedAt = Date.now();
   const jobs = [refreshCounts(), refreshList()];
   if (state.customerStale && state.open) {
     state.customerStale = false;
@@ -695,8 +784,11 @@ function openChat(chatId) {
     customerLoaded: false,
     otherChats: [],
     lastSeq: 0,
+    lastCustomerSeq: 0,    // the newest customer message: only those make a chat unread
     readSeq: 0,
     notesAfter: 0,
+    need: noNeeds(),       // what the next syncOpenChat() fetches: see wantEverything()
+    detailBusy: false,     // a GET of the chat's detail is on its way
     messages: new Map(),   // seq -> message
     notes: [],             // oldest first, as the API sends them
     nodes: new Map(),      // transcript key -> element, so re-rendering moves nothing
@@ -715,6 +807,7 @@ function openChat(chatId) {
   hideSuggestions();
   markSelectedRow();
   if (window.matchMedia('(max-width: 700px)').matches) $('chat-title').focus();
+  wantEverything(state.open);
   syncOpenChat();
   if (state.open.customerEmail) refreshCustomer(state.open);
 }
@@ -737,33 +830,79 @@ function closeChatView(restoreFocus = true) {
 }
 
 function resetTranscript(open) {
-  Object.assign(open, { lastSeq: 0, notesAfter: 0, notes: [], scrollToEnd: true });
+  Object.assign(open, { lastSeq: 0, lastCustomerSeq: 0, notesAfter: 0, notes: [], scrollToEnd: true });
   open.messages.clear();
   open.nodes.clear();
   $('transcript').replaceChildren();
 }
 
-// Never trusts events for the transcript: it fetches whatever is new after its own
-// cursors, so nothing is missed, even after an outage.
+// The open chat's wants: its detail (header), its messages up to a seq an event or a send
+// named, its notes. Opening and catching up want everything; an event only its own part.
+function noNeeds() {
+  return { detail: false, messagesUpTo: 0, notes: false };
+}
+
+function wantEverything(open) {
+  Object.assign(open.need, { detail: true, messagesUpTo: Infinity, notes: true });
+}
+
+function wantMessagesUpTo(open, seq) {
+  open.need.messagesUpTo = Math.max(open.need.messagesUpTo, seq);
+}
+
+function hasNeeds(open) {
+  const need = open.need;
+  return need.detail || need.notes || need.messagesUpTo > open.lastSeq;
+}
+
+// A fetch that failed is wanted again, on the next sync.
+function restoreNeeds(open, need) {
+  if (need.detail) open.need.detail = true;
+  if (need.notes) open.need.notes = true;
+  wantMessagesUpTo(open, need.messagesUpTo);
+}
+
+// Fetches what the open chat wants, after its own cursors, so nothing is missed even when
+// events were (an outage catches up through wantEverything()).
 const syncOpenChat = serial(async () => {
   const open = state.open;
   if (!open) return;
-  try {
-    applyChatDetail(open, await api(`/chats/${enc(open.id)}`));
-  } catch (err) {
-    if (err.code !== 'chat_not_found') throw err;
-    if (open === state.open) showMessage($('chat-error'), 'This chat was not found.');
+  if (!hasNeeds(open)) {
+    if (open.loaded && open.scrollToEnd) renderTranscript(open);  // (our own send, fetched already)
     return;
+  }
+  const need = open.need;
+  open.need = noNeeds();
+  if (need.detail) {
+    open.detailBusy = true;
+    try {
+      applyChatDetail(open, await api(`/chats/${enc(open.id)}`));
+    } catch (err) {
+      if (err.code !== 'chat_not_found') {
+        restoreNeeds(open, need);
+        throw err;
+      }
+      if (open === state.open) showMessage($('chat-error'), 'This chat was not found.');
+      return;
+    } finally {
+      open.detailBusy = false;
+    }
   }
   if (open !== state.open) return;
   // Show whatever arrived even if one of the two fetches failed; report the failure after.
-  const results = await Promise.allSettled([fetchNewMessages(open), fetchNewNotes(open)]);
+  const results = await Promise.allSettled([
+    need.messagesUpTo > open.lastSeq ? fetchNewMessages(open) : null,
+    need.notes ? fetchNewNotes(open) : null,
+  ]);
   if (open !== state.open) return;
   open.loaded = true;
   renderTranscript(open);
   markOpenChatRead();
   const failed = results.find((result) => result.status === 'rejected');
-  if (failed) throw failed.reason;
+  if (failed) {
+    restoreNeeds(open, need);
+    throw failed.reason;
+  }
 }, 'chat-error');
 
 function applyChatDetail(open, detail) {
@@ -782,7 +921,10 @@ async function fetchNewMessages(open) {
     const page = await api(`/chats/${enc(open.id)}/messages?after=${open.lastSeq}&limit=100`);
     if (open !== state.open) return;
     const messages = page.messages || [];
-    for (const message of messages) open.messages.set(message.seq, message);
+    for (const message of messages) {
+      open.messages.set(message.seq, message);
+      if (message.sender === 'user') open.lastCustomerSeq = Math.max(open.lastCustomerSeq, message.seq);
+    }
     open.lastSeq = Math.max(open.lastSeq, Number(page.next_after) || 0, ...messages.map((m) => m.seq));
     if (page.status && open.chat && page.status !== open.chat.status) {
       open.chat = { ...open.chat, status: page.status };
@@ -804,18 +946,20 @@ async function fetchNewNotes(open) {
 }
 
 // Opening a chat, or a customer message arriving while it is on screen, moves the
-// agents' read mark to the last seq, so the badge and the counts drop.
+// agents' read mark to the last seq, so the badge and the counts drop. Only customer
+// messages count as unread, so the mark is posted only when one lies beyond it (never for
+// our own replies, never when it would not move). The counts follow from its chat.read event.
 async function markOpenChatRead() {
   const open = state.open;
-  if (!open || !open.loaded || document.visibilityState !== 'visible' || open.lastSeq <= open.readSeq) return;
+  if (!open || !open.loaded || document.visibilityState !== 'visible' || open.lastCustomerSeq <= open.readSeq) return;
   const seq = open.lastSeq;
   const previous = open.readSeq;
   open.readSeq = seq;
   try {
-    await api(`/chats/${enc(open.id)}/read`, { method: 'POST', body: { seq } });
+    const answer = await api(`/chats/${enc(open.id)}/read`, { method: 'POST', body: { seq } });
+    open.readSeq = Math.max(open.readSeq, Number(answer.read_seq) || 0);
     const chat = state.list.chats.get(open.id);
     if (chat) updateRow(state.list.rows.get(open.id), { ...chat, unread: 0 });
-    scheduleRefresh();
   } catch (err) {
     if (open.readSeq === seq) open.readSeq = previous;
     report(err);
@@ -829,10 +973,16 @@ function renderChatHeader(open) {
   const email = customer.email || 'Loading…';
   if (title.textContent !== (customer.name ? `${customer.name} ${email}` : email)) {
     const parts = [el('span', 'title-email', email)];
-    if (customer.name) parts.unshift(el('span', 'title-name', customer.name), ' ');
+    if (customer.name) {
+      const name = el('span', 'title-name', customer.name);
+      name.title = customer.name;  // a very long name is cut to two lines (whole in the panel)
+      parts.unshift(name, ' ');
+    }
     title.replaceChildren(...parts);
   }
-  setText($('chat-plan'), planLabel(chat.name, chat.plan_id));
+  const plan = planLabel(chat.name, chat.plan_id);
+  setText($('chat-plan'), plan);
+  $('chat-plan').title = plan;  // one line here, ending in "…" when long (whole in the panel)
   const status = chat.status || '';
   setText($('chat-status'), status);
   $('chat-status').dataset.status = status;
@@ -878,8 +1028,7 @@ async function runChatAction(path, body, focusNext) {
     if (open !== state.open) return;
     const changes = 'assignee' in data ? { assignee: data.assignee } : {};
     if (data.status) changes.status = data.status;
-    open.chat = { ...open.chat, ...changes };
-    scheduleRefresh();
+    open.chat = { ...open.chat, ...changes };  // (the list follows from the action's event)
   } catch (err) {
     if (open === state.open && !err.quiet) showMessage($('chat-error'), err.network ? `${OFFLINE_TEXT} Try again when it is back.` : err.message);
   } finally {
@@ -950,11 +1099,22 @@ function transcriptEntry(className, labels, createdAt, text) {
 function messageNode(message, open) {
   const fromAgent = message.sender === 'agent';
   const customer = (open.chat && open.chat.customer) || { email: open.customerEmail };
-  const author = el('span', 'author', fromAgent ? agentLabel(message.agent) : customerLabel(customer));
+  const author = fromAgent ? el('span', 'author', agentLabel(message.agent)) : customerAuthor(customer);
   const item = transcriptEntry(fromAgent ? 'msg-agent' : 'msg-user', [author], message.created_at, message.message);
   item.dataset.seq = String(message.seq);
   if (message.image_url) item.append(imageNode(message.image_url));
   return item;
+}
+
+// "Name (email)", each part isolated, so bidi controls in a name cannot reorder the email.
+function customerAuthor(customer) {
+  const author = el('span', 'author');
+  if (!customer || !customer.email || !customer.name) {
+    author.append(el('span', 'author-part', customerLabel(customer)));
+    return author;
+  }
+  author.append(el('span', 'author-part', customer.name), ' (', el('span', 'author-part', customer.email), ')');
+  return author;
 }
 
 function noteNode(note) {
@@ -970,16 +1130,33 @@ function isNamedHost(hostname) {
   return Boolean(hostname) && !hostname.startsWith('[') && !/^[0-9.]+$/.test(hostname);
 }
 
+// Bidi controls (ALM, LRM, RLM, LRE, RLE, PDF, LRO, RLO, LRI, RLI, FSI, PDI) make a
+// string display as something else than it is: in an address they are written out visibly.
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+function showBidiControls(text) {
+  return text.replace(BIDI_CONTROLS, (char) => `[U+${char.charCodeAt(0).toString(16).toUpperCase()}]`);
+}
+
+// Left to right, and isolated: nothing inside can reorder the text around it.
+function isolatedLtr(node) {
+  node.dir = 'ltr';
+  node.classList.add('ltr-isolate');
+  return node;
+}
+
 // An http(s) URL becomes a link (and, when safe, a thumbnail); anything else is text.
 function imageNode(raw) {
   const box = el('div', 'attachment');
   let url = null;
   try { url = new URL(raw); } catch (err) { url = null; }
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-    box.append(el('span', 'image-url', raw));
+    box.append(isolatedLtr(el('span', 'image-url', showBidiControls(raw))));
     return box;
   }
-  const link = el('a', 'image-link', raw);
+  // The parsed address, not the raw string: it percent-encodes bidi controls and spaces, and
+  // writes the host as the browser will reach it, so the text says where the link goes.
+  const link = isolatedLtr(el('a', 'image-link', url.href));
   link.href = url.href;
   link.target = '_blank';
   link.rel = 'noopener noreferrer';
@@ -1060,6 +1237,21 @@ function renderCustomerChats(open) {
 
 // ---------------------------------------------------------------- replying
 
+// The API counts characters (code points), as Python does; String.length counts UTF-16
+// units, two for an emoji.
+function charCount(text) {
+  if (text.length <= MAX_REPLY) return text.length;  // no more code points than units: quick
+  return Array.from(text).length;
+}
+
+function tooLong(text) {
+  return charCount(text) > MAX_REPLY;
+}
+
+function tooLongText(text) {
+  return `Too long: at most ${MAX_REPLY.toLocaleString()} characters (this is ${charCount(text).toLocaleString()}).`;
+}
+
 function draftFor(chatId) {
   if (!state.drafts.has(chatId)) state.drafts.set(chatId, { text: '', note: false, pending: null, error: '', sending: false });
   return state.drafts.get(chatId);
@@ -1079,6 +1271,7 @@ function renderDraft() {
   setText($('send-button'), draft.note ? 'Add note' : 'Send');
   $('send-button').setAttribute('aria-disabled', String(draft.sending));
   showMessage($('reply-error'), draft.error);
+  input.setAttribute('aria-invalid', String(tooLong(draft.text)));
   show($('retry-send'), Boolean(draft.error && draft.pending && !draft.sending));
 }
 
@@ -1089,6 +1282,8 @@ function editDraft(changes) {
   const draft = Object.assign(draftFor(state.open.id), changes);
   const keyStale = draft.pending && (draft.pending.text !== draft.text || draft.pending.note !== draft.note);
   if (keyStale || (draft.error && !draft.pending)) Object.assign(draft, { pending: null, error: '' });
+  // Nothing cuts a long text (a pasted one would lose its end unseen): it says so at once.
+  if (tooLong(draft.text)) draft.error = tooLongText(draft.text);
   renderDraft();
 }
 
@@ -1110,8 +1305,8 @@ async function sendDraft() {
   const draft = draftFor(open.id);
   if (draft.sending) return;
   const text = draft.text;
-  if (!text.trim() || text.length > MAX_REPLY) {
-    draft.error = text.trim() ? `Too long: at most ${MAX_REPLY} characters (this is ${text.length}).` : 'Write something before sending.';
+  if (!text.trim() || tooLong(text)) {
+    draft.error = text.trim() ? tooLongText(text) : 'Write something before sending.';
     renderDraft();
     return;
   }
@@ -1122,11 +1317,14 @@ async function sendDraft() {
   Object.assign(draft, { sending: true, error: '' });
   renderDraft();
   try {
-    await api(`/chats/${enc(open.id)}/${note ? 'notes' : 'messages'}`, { method: 'POST', body: { message: text }, key });
+    const answer = await api(`/chats/${enc(open.id)}/${note ? 'notes' : 'messages'}`, { method: 'POST', body: { message: text }, key });
     Object.assign(draft, { pending: null, text: '' });
     open.scrollToEnd = true;
+    // Fetch just what was sent (its event may have asked already); the list follows from
+    // that event too.
+    if (note) open.need.notes = open.need.notes || !open.notes.some((known) => known.noteId === answer.noteId);
+    else wantMessagesUpTo(open, Number(answer.seq) || Infinity);
     if (open === state.open) syncOpenChat();
-    scheduleRefresh();
   } catch (err) {
     if (err.code !== 'stale') draft.error = sendErrorText(err, note);
   } finally {
@@ -1189,15 +1387,28 @@ function updateSuggestions() {
   }
   // Others may have saved new replies: a fresh "/" reloads them if the list is old.
   if (input.value === '/' && Date.now() - state.repliesAt > 60000) loadReplies().then(updateSuggestions, report);
-  const word = match[1].toLowerCase();
-  const items = state.replies.filter((reply) => reply.shortcut.toLowerCase().startsWith(word)).slice(0, 8);
+  const word = match[1];
+  const ranked = state.replies.map((reply) => [suggestionRank(reply.shortcut, word), reply]).filter(([rank]) => rank >= 0);
+  ranked.sort((a, b) => a[0] - b[0]);  // stable: alphabetical within a rank
+  const items = ranked.slice(0, 8).map(([, reply]) => reply);
   if (!items.length) {
     hideSuggestions();
     return;
   }
-  const exact = items.findIndex((reply) => reply.shortcut.toLowerCase() === word);
-  state.suggest = { items, active: Math.max(exact, 0) };
+  state.suggest = { items, active: 0 };
   renderSuggestions();
+}
+
+// Shortcuts are case-sensitive on the server ("Hi" and "hi" are two replies), so the one
+// typed exactly comes first and Enter picks it; then the same letters in another case, then
+// longer shortcuts starting with the word (same case first). -1: not a suggestion.
+function suggestionRank(shortcut, word) {
+  if (shortcut === word) return 0;
+  const lower = shortcut.toLowerCase();
+  const lowerWord = word.toLowerCase();
+  if (lower === lowerWord) return 1;
+  if (shortcut.startsWith(word)) return 2;
+  return lower.startsWith(lowerWord) ? 3 : -1;
 }
 
 function renderSuggestions() {
@@ -1376,6 +1587,11 @@ function init() {
   const token = takeTokenFromAddress() || storedToken();
   if (token) startSession(token, false);
   else showSignin('');
+  // A sign-in link opened in a tab already on /inbox changes only the fragment: no reload.
+  window.addEventListener('hashchange', () => {
+    const linked = takeTokenFromAddress();
+    if (linked) startSession(linked, false);
+  });
 }
 
 init();

@@ -324,7 +324,7 @@ def test_customer_text_is_shown_as_text_and_runs_nothing(cast, watched):
     expect(address.locator("img")).to_have_count(0)  # a bare IP address gets no thumbnail
     assert page.locator("#transcript svg, #transcript img[src='x']").count() == 0
     # Every image has loaded or failed: an injected handler has had its chance (none may run).
-    page.wait_for_function("[...document.images].every(image => image.complete)")
+    page.wait_for_function("() => [...document.images].every(image => image.complete)")
     watched_page.screenshot("04-hostile-text")
 
 
@@ -338,6 +338,10 @@ def test_a_bad_or_revoked_token_goes_back_to_sign_in_with_a_message(cast, watche
     odd = watched().page  # a token no header could carry: refused the same way
     odd.goto(f"{server.url}/inbox#token=%C3%A9t%C3%A9")
     expect(odd.locator("#signin-error")).to_contain_text("not accepted")
+    odd.goto(f"{server.url}/inbox#token={token}")  # the link, in a tab already on the page
+    expect(odd.locator("#app")).to_be_visible()
+    assert "token" not in odd.url
+    odd.close()
 
     # Pasting the right one works; revoking it sends the agent back to sign in.
     page.locator("#token-input").fill(token)
@@ -450,6 +454,62 @@ def test_on_a_phone_the_list_and_the_chat_are_two_views(cast, watched):
     watched_page.screenshot("06-phone-chat")
     page.locator("#back-to-list").click()
     expect(row(page, chat_id)).to_be_visible()
+
+
+# The browser's notification and audio, recorded instead of shown and played; and a switch
+# for whether the tab is hidden (a headless tab never is).
+RECORD_NOTICING = """
+window.__hidden = false;
+window.__notifications = [];
+window.__tones = 0;
+for (const [name, value] of [['hidden', () => window.__hidden],
+                             ['visibilityState', () => window.__hidden ? 'hidden' : 'visible']])
+  Object.defineProperty(Document.prototype, name, {get: value, configurable: true});
+class RecordedNotification {
+  constructor(title, options) { window.__notifications.push({title, body: options.body}); }
+  addEventListener() {}
+  close() {}
+  static requestPermission() {
+    RecordedNotification.permission = 'granted';
+    return Promise.resolve('granted');
+  }
+}
+RecordedNotification.permission = 'default';
+window.Notification = RecordedNotification;
+const silent = {connect: (next) => next, start() {}, stop() {}, frequency: {},
+                gain: {setValueAtTime() {}, exponentialRampToValueAtTime() {}}};
+window.AudioContext = class {
+  constructor() { this.currentTime = 0; this.destination = {}; this.state = 'running'; }
+  createOscillator() { window.__tones += 1; return silent; }
+  createGain() { return silent; }
+};
+"""
+
+
+def test_a_customer_writing_while_the_tab_is_hidden_is_noticed(cast, watched):
+    server, customer, token = cast["server"], cast["customer"], cast["token"]
+    chat_id = customer.create("First question")
+    page = watched().page
+    page.add_init_script(RECORD_NOTICING)
+    sign_in_by_link(page, server, token)
+    expect(page).to_have_title("(1) Inbox · SupportZen")  # the unread count
+    page.locator("#notify-toggle").click()
+    page.locator("#sound-toggle").check()
+    open_chat(page, chat_id)
+    expect(page).to_have_title("Inbox · SupportZen")  # read: nothing unread
+
+    customer.send(chat_id, "Hello? <b>anyone</b>")  # while the tab is visible: no notice
+    expect(transcript_item(page, "Hello? <b>anyone</b>")).to_be_visible()
+    page.evaluate("window.__hidden = true")
+    customer.send(chat_id, "I am still waiting")
+    page.wait_for_function("() => window.__notifications.length > 0")
+    assert page.evaluate("window.__notifications") == [
+        {"title": "pat@example.com", "body": "I am still waiting"}]
+    assert page.evaluate("window.__tones") == 1
+    # Hidden, the chat is not read: the title counts the new message.
+    expect(page).to_have_title("(1) Inbox · SupportZen")
+    page.evaluate("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+    expect(page).to_have_title("Inbox · SupportZen")
 
 
 def test_an_empty_inbox_says_so(cast, watched):

@@ -34,6 +34,10 @@ def test_the_examples_run_in_order(tmp_path, database_url):
     assert '"seq":3,"sender":"agent","message":"Which app version do you use?"' in result.stdout
     feed = next(answer for answer in answers if '"message":"Events."' in answer)
     assert '"type":"chat.created"' in feed and '"type":"chat.reopened"' in feed
+    for workspace_answer in ('"message":"Chat assigned."', '"message":"Note saved."',
+                             '"message":"Saved reply created."', '"message":"Customer."',
+                             '"unread":{"mine":0,"unassigned":0,"all":0}'):
+        assert workspace_answer in result.stdout
     closed = [answer for answer in answers if '"message":"Chat closed."' in answer]
     assert closed and '"status":"closed"' in closed[-1]
     # The retried create: the same answer twice, the second marked as a replay.

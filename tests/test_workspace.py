@@ -246,6 +246,35 @@ def test_agents_read_notes_in_order_with_their_author_and_in_the_feed(ann, bob, 
     assert noted[0]["data"]["chat"]["chatId"] == chat_id
 
 
+def test_a_reader_following_the_notes_misses_none_written_at_once(make_app):
+    """Notes written by several agents at once, read meanwhile by following `next_after`:
+    each is seen exactly once (numbers commit in order, as a chat's seqs do)."""
+    app = make_app(RATELIMIT_ENABLED=False)  # (the reader asks as fast as it can)
+    ann = new_agent(app, "ann")
+    chat_id = new_customer(app).create("Hello")
+    writers = [new_agent(app, f"writer{number}") for number in range(4)]
+    per_writer = 15
+    total = len(writers) * per_writer
+
+    def write(agent):
+        for number in range(per_writer):
+            ok(agent.post(f"/chats/{chat_id}/notes", {"message": f"{agent.name} {number}"}))
+
+    seen, after = [], 0
+    with ThreadPoolExecutor(len(writers)) as pool:
+        done = [pool.submit(write, agent) for agent in writers]
+        while len(seen) < total:
+            page = ok(ann.get(f"/chats/{chat_id}/notes", after=after))
+            seen += [note["message"] for note in page["notes"]]
+            after = page["next_after"]
+            if all(future.done() for future in done) and not page["has_more"]:
+                for future in done:
+                    future.result()  # (a writer's failure, raised here)
+                if not page["notes"]:
+                    break
+    assert sorted(seen) == sorted(f"writer{w} {n}" for w in range(4) for n in range(15))
+
+
 def test_a_note_retried_with_its_idempotency_key_is_written_once(ann, pat):
     chat_id = pat.create("Hello")
     key = {"Idempotency-Key": "note-1"}
@@ -392,6 +421,13 @@ def test_a_customer_with_no_chat_yet_has_no_plan(app, ann):
                                    "x" * 300 + "@example.com"])
 def test_an_unknown_customer_is_not_found(ann, pat, email):
     assert_error(ann.get(f"/customers/{email}"), 404, "customer_not_found")
+
+
+@pytest.mark.parametrize("path", ["/chats/counts?status=closed", "/me?x=1", "/agents?all=1",
+                                  "/replies?shortcut=hi"])
+def test_a_parameter_a_list_does_not_take_is_refused(ann, path):
+    assert_error(ann.client.get(f"/api/agent{path}", headers=ann.headers), 400,
+                 "validation_error")
 
 
 def test_the_agent_and_the_agents(ann, bob, app):
