@@ -279,7 +279,10 @@ function onSigninSubmit(event) {
 function startSession(token, fromForm) {
   // A header can only carry printable ASCII: anything else is no token of ours, and fetch
   // would throw on it as if the server were unreachable.
+  if (state.feed.controller) state.feed.controller.abort();  // the previous session's poll
   if (!/^[\x21-\x7e]{1,256}$/.test(token)) {
+    state.token = null;
+    state.session += 1;
     storeToken(null);
     showSignin(UNAUTHORIZED_TEXT);
     return;
@@ -391,7 +394,9 @@ function sleep(ms) {
 function backOff(err, session) {
   const feed = state.feed;
   const offline = err instanceof ApiError && (err.network || err.code === 'aborted');
-  if (offline) feed.offline = true;
+  // (Only while unreachable may another call's success cut the wait short: a feed that
+  // answers 500 must not be asked again each time some other call works.)
+  feed.offline = offline;
   let left = err.status === 429 && err.retryAfter ? err.retryAfter : BACKOFF[Math.min(feed.failures, BACKOFF.length - 1)];
   feed.failures += 1;
   const reason = offline ? OFFLINE_TEXT : `Live updates paused: the server answered ${err.status || 'oddly'}.`;
@@ -543,7 +548,8 @@ function reloadEverything() {
   state.customerStale = true;
   const jobs = [loadBasics(), refreshNow()];
   if (state.open) {
-    if (state.feed.expired) resetTranscript(state.open);
+    // (No reset on a 410: messages are kept by seq and notes by id, so fetching after the
+    // cursors the chat has is complete, and the agent keeps their place in it.)
     wantEverything(state.open);
     jobs.push(syncOpenChat());
   }
@@ -656,7 +662,11 @@ async function refreshList() {
   let page;
   do {
     page = await api(listQuery(target - chats.length, before));
-    if (gen !== list.gen || list !== state.list) return;
+    if (gen !== list.gen || list !== state.list) {
+      // Overtaken ("Load more", another tab): what this refresh was for is fetched again.
+      if (list === state.list) scheduleRefresh();
+      return;
+    }
     chats.push(...(page.chats || []));
     before = page.next_before || null;
   } while (page.has_more && before && chats.length < target);
@@ -690,6 +700,8 @@ async function loadMore() {
 function restartList() {
   state.list.gen += 1;
   state.list.target = PAGE_SIZE;
+  state.list.nextBefore = null;  // the old filter's cursor means nothing to the new one
+  show($('load-more'), false);
   $('chat-list').scrollTop = 0;
   $('chat-list').setAttribute('aria-busy', 'true');
   refreshNow();
@@ -774,6 +786,7 @@ function markSelectedRow() {
 
 function openChat(chatId) {
   if (!chatId || (state.open && state.open.id === chatId)) return;
+  delete $('assign-other').dataset.picking;  // a choice made for the previous chat
   const others = state.open ? state.open.otherChats : [];
   const summary = state.list.chats.get(chatId) || others.find((chat) => chat.chatId === chatId) || null;
   state.open = {
@@ -797,16 +810,25 @@ function openChat(chatId) {
     busy: false,
   };
   $('transcript').replaceChildren();
+  // The history that loads now is not news: screen readers announce only what comes after.
+  $('transcript').setAttribute('aria-live', 'off');
   showMessage($('chat-error'), '');
   show($('no-chat'), false);
   show($('chat'), true);
+  // On a phone the list is hidden (display: none), which forgets its scroll position.
+  if (!document.body.classList.contains('viewing-chat')) state.listScroll = $('chat-list').scrollTop;
   document.body.classList.add('viewing-chat');
+  const hadFocus = document.activeElement;
   renderChatHeader(state.open);
   renderCustomer(state.open);
   renderDraft();
   hideSuggestions();
   markSelectedRow();
-  if (window.matchMedia('(max-width: 700px)').matches) $('chat-title').focus();
+  // On a phone the chat replaces the list; from the customer panel, the button that had
+  // focus has just been replaced: either way focus goes to the chat's title.
+  if (window.matchMedia('(max-width: 700px)').matches || !document.contains(hadFocus)) {
+    $('chat-title').focus();
+  }
   wantEverything(state.open);
   syncOpenChat();
   if (state.open.customerEmail) refreshCustomer(state.open);
@@ -823,9 +845,10 @@ function closeChatView(restoreFocus = true) {
   renderCustomer(null);
   hideSuggestions();
   markSelectedRow();
+  if (state.listScroll !== undefined) $('chat-list').scrollTop = state.listScroll;
   if (restoreFocus) {
     const row = closedId && state.list.rows.get(closedId);
-    (row ? row.querySelector('button') : $('chat-list')).focus();
+    (row ? row.querySelector('button') : $('chat-list')).focus({ preventScroll: true });
   }
 }
 
@@ -895,15 +918,35 @@ const syncOpenChat = serial(async () => {
     need.notes ? fetchNewNotes(open) : null,
   ]);
   if (open !== state.open) return;
-  open.loaded = true;
-  renderTranscript(open);
+  if (results[0].status === 'fulfilled') open.loaded = true;  // (else it is not empty: unknown)
+  if (open.loaded) {
+    renderTranscript(open);
+    setTimeout(() => { if (open === state.open) $('transcript').setAttribute('aria-live', 'polite'); }, 0);
+  }
   markOpenChatRead();
   const failed = results.find((result) => result.status === 'rejected');
   if (failed) {
     restoreNeeds(open, need);
+    retrySyncLater(open, failed.reason);
     throw failed.reason;
   }
+  if (open.syncFailed) {
+    open.syncFailed = false;
+    showMessage($('chat-error'), '');
+  }
 }, 'chat-error');
+
+// A chat that could not be fetched is fetched again by itself (after the server's
+// Retry-After, or a few seconds), not only when some unrelated event comes.
+function retrySyncLater(open, err) {
+  open.syncFailed = true;
+  if (open.retryTimer || (err instanceof ApiError && err.code === 'stale')) return;
+  const seconds = (err instanceof ApiError && err.retryAfter) || 3;
+  open.retryTimer = setTimeout(() => {
+    open.retryTimer = null;
+    if (open === state.open) syncOpenChat();
+  }, seconds * 1000);
+}
 
 function applyChatDetail(open, detail) {
   if (open !== state.open) return;
@@ -988,7 +1031,7 @@ function renderChatHeader(open) {
   $('chat-status').dataset.status = status;
   setText($('chat-assignee'), chat.assignee ? agentLabel(chat.assignee) : 'Unassigned');
   const mine = Boolean(chat.assignee && state.me && chat.assignee.name === state.me.name);
-  show($('assign-me'), !mine);
+  show($('assign-me'), Boolean(state.me) && !mine);
   show($('unassign'), Boolean(chat.assignee));
   show($('close-chat'), status !== 'closed');
   show($('reopen-chat'), status === 'closed');
@@ -996,7 +1039,9 @@ function renderChatHeader(open) {
   renderAssignSelect(chat.assignee || null);
 }
 
-// The select shows who has the chat; picking someone else assigns it at once.
+// The select shows who has the chat; the Assign button beside it gives the chat to whoever
+// is picked. (Assigning on `change` would assign while a keyboard user arrows through the
+// names: Chromium fires `change` on each arrow of a closed select.)
 function renderAssignSelect(assignee) {
   const select = $('assign-other');
   const options = [['', 'Nobody (unassigned)']];
@@ -1011,7 +1056,8 @@ function renderAssignSelect(assignee) {
     }));
     select.dataset.signature = signature;
   }
-  select.value = assignee ? assignee.name : '';
+  // A choice the agent is making is left alone until the Assign button (or another chat).
+  if (!select.dataset.picking) select.value = assignee ? assignee.name : '';
 }
 
 // Assign, close and reopen. The pressed button may hide itself (Close becomes Reopen), so
@@ -1324,12 +1370,13 @@ async function sendDraft() {
     // that event too.
     if (note) open.need.notes = open.need.notes || !open.notes.some((known) => known.noteId === answer.noteId);
     else wantMessagesUpTo(open, Number(answer.seq) || Infinity);
-    if (open === state.open) syncOpenChat();
+    // (By id: reopening the chat meanwhile made a new `state.open` for it.)
+    if (state.open && state.open.id === open.id) syncOpenChat();
   } catch (err) {
     if (err.code !== 'stale') draft.error = sendErrorText(err, note);
   } finally {
     draft.sending = false;
-    if (open === state.open) renderDraft();
+    if (state.open && state.open.id === open.id) renderDraft();
   }
 }
 
@@ -1381,7 +1428,8 @@ function onReplyKeydown(event) {
 function updateSuggestions() {
   const input = $('reply-input');
   const match = /^\/(\S*)/.exec(input.value);
-  if (!match || !state.replies || input.selectionStart > match[0].length) {
+  // (Not while a send is under way: the box is read-only, and its text is being sent.)
+  if (!match || !state.replies || input.readOnly || input.selectionStart > match[0].length) {
     hideSuggestions();
     return;
   }
@@ -1438,6 +1486,7 @@ function hideSuggestions() {
 // Puts the saved text in place of "/word", keeping whatever followed it.
 function insertSavedReply(reply) {
   const input = $('reply-input');
+  if (input.readOnly) return;
   const match = /^\/\S*/.exec(input.value);
   input.value = reply.text + input.value.slice(match ? match[0].length : 0);
   input.setSelectionRange(reply.text.length, reply.text.length);
@@ -1540,9 +1589,14 @@ function wireEvents() {
   $('load-more').addEventListener('click', loadMore);
 
   $('back-to-list').addEventListener('click', () => closeChatView());
-  $('assign-me').addEventListener('click', () => assignTo(state.me ? state.me.name : null));
+  // (Without /me loaded the page cannot say who "me" is: it does nothing, never unassigns.)
+  $('assign-me').addEventListener('click', () => { if (state.me) assignTo(state.me.name); });
   $('unassign').addEventListener('click', () => assignTo(null));
-  $('assign-other').addEventListener('change', (event) => assignTo(event.target.value || null));
+  $('assign-other').addEventListener('change', () => { $('assign-other').dataset.picking = '1'; });
+  $('assign-other-go').addEventListener('click', () => {
+    delete $('assign-other').dataset.picking;
+    assignTo($('assign-other').value || null);
+  });
   $('close-chat').addEventListener('click', () => runChatAction('close', undefined, ['reopen-chat']));
   $('reopen-chat').addEventListener('click', () => runChatAction('reopen', undefined, ['close-chat']));
 
@@ -1590,7 +1644,7 @@ function init() {
   // A sign-in link opened in a tab already on /inbox changes only the fragment: no reload.
   window.addEventListener('hashchange', () => {
     const linked = takeTokenFromAddress();
-    if (linked) startSession(linked, false);
+    if (linked && linked !== state.token) startSession(linked, false);
   });
 }
 
