@@ -1,6 +1,7 @@
 """The agents' workspace through the agent API: assignment and the inbox's lists and counts,
 internal notes (never visible to the customer), saved replies, and the customer beside a
 chat."""
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -264,6 +265,7 @@ def test_a_reader_following_the_notes_misses_none_written_at_once(make_app):
     with ThreadPoolExecutor(len(writers)) as pool:
         done = [pool.submit(write, agent) for agent in writers]
         while len(seen) < total:
+            time.sleep(0.01)  # the reading interval: a reader that never pauses starves writers
             page = ok(ann.get(f"/chats/{chat_id}/notes", after=after))
             seen += [note["message"] for note in page["notes"]]
             after = page["next_after"]
