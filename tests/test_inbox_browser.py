@@ -341,6 +341,9 @@ def test_a_bad_or_revoked_token_goes_back_to_sign_in_with_a_message(cast, watche
     odd.goto(f"{server.url}/inbox#token={token}")  # the link, in a tab already on the page
     expect(odd.locator("#app")).to_be_visible()
     assert "token" not in odd.url
+    odd.locator("#signout").click()  # Sign out forgets the token
+    expect(odd.locator("#signin")).to_be_visible()
+    assert odd.evaluate("Object.keys(sessionStorage).length") == 0
     odd.close()
 
     # Pasting the right one works; revoking it sends the agent back to sign in.
@@ -354,6 +357,7 @@ def test_a_bad_or_revoked_token_goes_back_to_sign_in_with_a_message(cast, watche
     expect(page.locator("#signin")).to_be_visible(timeout=40_000)
     expect(page.locator("#signin-error")).to_contain_text("revoked")
 
+    assert page.evaluate("Object.keys(sessionStorage).length") == 0  # forgotten
     page.locator("#token-input").fill(token)  # the revoked token, pasted again
     page.locator("#token-input").press("Enter")
     expect(page.locator("#signin-error")).to_contain_text("not accepted")
