@@ -24,6 +24,7 @@ from schemas import (
     NoQuery,
     NoteSchema,
     NotesQuery,
+    RepliesQuery,
     SavedReplySchema,
 )
 
@@ -37,6 +38,7 @@ read_schema = AgentReadSchema()
 assign_schema = AssignSchema()
 note_schema = NoteSchema()
 notes_query = NotesQuery()
+replies_query = RepliesQuery()
 saved_reply_schema = SavedReplySchema()
 customer_query = CustomerChatsQuery()
 no_query = NoQuery()
@@ -82,6 +84,14 @@ def get_chat(chat_id):
     return success("Chat.", answers.chat_json(rows[0], AGENT, detail=True))
 
 
+def agent_poller():
+    """An agent's polls wait only while the token works, a few at a time, and all agents'
+    together within their share of the slots."""
+    return longpoll.Poller(auth.caller_still_allowed, owner=f"agent:{g.agent.id}",
+                           max_waiting=current_app.config["LONGPOLL_MAX_WAITERS_PER_AGENT"],
+                           group=longpoll.AGENTS)
+
+
 @bp.get("/chats/<chat_id>/messages")
 @require_agent
 @agent_calls
@@ -90,7 +100,7 @@ def poll_messages(chat_id):
     chat = chats.find_chat(chat_id)
     page = longpoll.poll(chat, longpoll.Cursor.of(query, current_app.config), query["wait"],
                          current_app.extensions["waiter_slots"],
-                         longpoll.Poller(auth.caller_still_allowed))
+                         agent_poller())
     return success("Messages.", answers.poll_json(chat, query["after"], page, AGENT),
                    answers.poll_headers(page))
 
@@ -147,7 +157,7 @@ def follow_events():
     page = longpoll.poll_events(query["after"], query["limit"],
                                 current_app.config["MAX_POLL_PAGE_BYTES"], query["wait"],
                                 current_app.extensions["waiter_slots"],
-                                longpoll.Poller(auth.caller_still_allowed))
+                                agent_poller())
     return success("Events.", answers.events_json(page), answers.poll_headers(page))
 
 
@@ -199,16 +209,17 @@ def write_note(fields, chat):
 def read_notes(chat_id):
     query = notes_query.load(request.args.to_dict())
     chat = chats.find_chat(chat_id)
-    return success("Notes.", answers.notes_json(
-        chat, *workspace.notes_after(chat, query["after"], query["limit"])))
+    return success("Notes.", answers.notes_json(chat, *workspace.notes_after(
+        chat, query["after"], query["limit"], current_app.config["MAX_POLL_PAGE_BYTES"])))
 
 
 @bp.get("/replies")
 @require_agent
 @agent_calls
 def list_saved_replies():
-    no_query.load(request.args.to_dict())
-    return success("Saved replies.", {"replies": workspace.saved_replies()})
+    query = replies_query.load(request.args.to_dict())
+    return success("Saved replies.", answers.replies_json(*workspace.saved_replies(
+        query["after"], current_app.config["MAX_POLL_PAGE_BYTES"])))
 
 
 @bp.put("/replies/<shortcut>")

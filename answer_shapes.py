@@ -213,6 +213,8 @@ class StoredReply(Schema):
 
 class SavedReplyList(Schema):
     replies = required(fields.List, fields.Nested(StoredReply))
+    next_after = nullable(fields.String, metadata={"description": "the `after` to ask next"})
+    has_more = required(fields.Boolean)
 
 
 class SavedReplyDeleted(Schema):

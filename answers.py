@@ -91,6 +91,10 @@ def events_json(page):
     return answer
 
 
+def replies_json(replies, next_after, has_more):
+    return {"replies": replies, "next_after": next_after, "has_more": has_more}
+
+
 def customer_json(customer, rows, next_before):
     """`workspace.customer_with_chats`'s answer: the customer and a page of their chats."""
     if customer["account_created_at"] is not None:

@@ -14,6 +14,7 @@ background threads, the start-up log.
 """
 import logging
 import os
+import re
 import threading
 import time
 
@@ -69,6 +70,15 @@ def field(text):
     return printable(text).replace(" ", "\\x20")
 
 
+# A path that names a customer by email (the agents' customer panel) is logged without it:
+# the access log is no place for customers' addresses.
+PATHS_WITH_EMAILS = re.compile(r"(/api/agent/customers/).+", re.DOTALL)
+
+
+def logged_path(path):
+    return PATHS_WITH_EMAILS.sub(r"\1<email>", path)
+
+
 def log_requests(app):
     """One access-log line per request, on any launcher: client address, method, path (never
     the query string), status, milliseconds until the answer was sent, body bytes. Nothing
@@ -88,7 +98,8 @@ def log_requests(app):
             path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode(
                 "latin-1", "replace").decode("utf-8", "backslashreplace")
             access_log.info("%s %s %s %s %.1fms %dB", field(environ.get("REMOTE_ADDR") or "-"),
-                            field(environ.get("REQUEST_METHOD") or "-"), field(path),
+                            field(environ.get("REQUEST_METHOD") or "-"),
+                            field(logged_path(path)),
                             status[0] if status else "500",
                             (time.monotonic() - started) * 1000, sent)
 
@@ -157,7 +168,7 @@ def setup_database(app):
     url = app.config["DATABASE_URL"] or default_database_url(app)
     models.configure_database(url, synchronous, app.config["DB_POOL_SIZE"])
     # Long-polls hold a waitress thread each: at most this many wait at once.
-    app.extensions["waiter_slots"] = longpoll.WaiterSlots(app.config["LONGPOLL_MAX_WAITERS"])
+    app.extensions["waiter_slots"] = longpoll.waiter_slots(app.config)
 
     @app.teardown_request
     def return_connection(exc):
@@ -200,6 +211,10 @@ def create_app(config=None):
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)
     app.config.update(settings.load(config))
+    # werkzeug answers a doubled slash ("/api/client/live//chat") with a 308 to the merged
+    # path: an HTML page, its URL built from the Host header with http:// (a downgrade behind
+    # TLS). A path that is not a route is a JSON 404 like any other.
+    app.url_map.merge_slashes = False
 
     register_error_handlers(app)
     setup_database(app)

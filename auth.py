@@ -54,9 +54,11 @@ def utf8(value):
 
 
 def could_be_email(email, email_bytes):
-    """Worth a lookup: a short, non-blank text that any database can take as a parameter."""
-    return bool(email_bytes) and email.strip(accounts.ASCII_WHITESPACE) != "" \
-        and len(email_bytes) <= 320 and b"\x00" not in email_bytes
+    """Worth a lookup: a non-blank text that any database can take as a parameter, no longer
+    once normalized than a provisioned email may be (the same rule in characters, not bytes:
+    a valid address of many non-ASCII letters must sign in)."""
+    return bool(email_bytes) and b"\x00" not in email_bytes \
+        and 0 < len(accounts.normalize_email(email)) <= models.MAX_EMAIL_LENGTH
 
 
 def sign(key, message):

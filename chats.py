@@ -15,6 +15,7 @@ import binascii
 import dataclasses
 import datetime
 import json
+import re
 from typing import NamedTuple
 
 import events
@@ -297,33 +298,40 @@ class ChatListQuery(NamedTuple):
     order: str = "recent"
 # A cursor records the list order it came from: one of a "waiting" list is marked so.
 WAITING_CURSOR = "waiting"
+# The public id that `create_chat` gives a chat (models.new_public_id): the only one a cursor
+# can name.
+CURSOR_CHAT_ID = re.compile(r"chat-[A-Za-z0-9_-]{22}")
 
 
 def encode_cursor(row, order="recent"):
+    """Where the next page starts: the last row's time in the list's order and its public id
+    (never the row id, which would let a customer count every chat in the system)."""
     if order == "waiting":
-        raw = f"{WAITING_CURSOR}|{as_datetime(row.waiting_since).isoformat()}|{row.id}"
+        raw = f"{WAITING_CURSOR}|{as_datetime(row.waiting_since).isoformat()}|{row.public_id}"
     else:
-        raw = f"{as_datetime(row.updated_at).isoformat()}|{row.id}"
+        raw = f"{as_datetime(row.updated_at).isoformat()}|{row.public_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor, order="recent"):
+    """(time, public id) of a cursor `encode_cursor` made; `InvalidCursor` for anything else.
+    (A well-formed id that no chat has pages on by the time alone.)"""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if order == "waiting":
-            marker, stamp, chat_id = raw.split("|")
+            marker, stamp, public_id = raw.split("|", 2)
             if marker != WAITING_CURSOR:
                 raise ValueError("not a cursor of a waiting list")
         else:
-            stamp, chat_id = raw.split("|")
-        stamp, chat_id = datetime.datetime.fromisoformat(stamp), int(chat_id)
+            stamp, public_id = raw.split("|", 1)
+        stamp = datetime.datetime.fromisoformat(stamp)
     except (ValueError, UnicodeDecodeError, binascii.Error):
-        stamp = chat_id = None
-    # Cursors are made here, so anything else is forged: an id no row could have (and no
-    # database integer could hold), or a time that is not our naive UTC.
-    if chat_id is None or not 0 < chat_id < 2**63 or stamp.tzinfo is not None:
+        stamp = public_id = None
+    # Cursors are made here, so anything else is forged: an id no chat could have, or a time
+    # that is not our naive UTC.
+    if public_id is None or not CURSOR_CHAT_ID.fullmatch(public_id) or stamp.tzinfo is not None:
         raise InvalidCursor()
-    return stamp, chat_id
+    return stamp, public_id
 
 
 def chat_list_call(side, query):
@@ -339,8 +347,8 @@ def chat_list_call(side, query):
     params += [query.public_id] if list_filter.by_public_id else []
     params += [query.assignee.agent_id] if query.assignee.agent_id is not None else []
     if query.before:
-        stamp, chat_id = decode_cursor(query.before, query.order)
-        params += [stamp, stamp, chat_id]
+        stamp, public_id = decode_cursor(query.before, query.order)
+        params += [stamp, stamp, public_id]
     return statement, params + [query.limit + 1]
 
 

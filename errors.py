@@ -79,8 +79,12 @@ HTTP_ERRORS = {
 STATEMENT_ERRORS = (ProgrammingError, DataError, NotSupportedError)
 
 # Characters that would end or disguise a log line: C0 and C1 controls (newlines, escape
-# sequences), DEL, the Unicode line separators and the bidirectional overrides.
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# sequences), DEL, the Unicode line separators, and the invisible format characters that
+# reorder or hide text: bidirectional marks (ALM, LRM, RLM), embeddings, overrides and
+# isolates, zero-width characters, and the byte-order mark.
+CONTROL_CHARACTERS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+    "\ufff9-\ufffb]")
 
 
 def printable(text):

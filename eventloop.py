@@ -47,8 +47,11 @@ class EventLoop:
 
     def listeners(self):
         """The listeners still open (serve.py's drain closes them)."""
-        return [listener for listener in self._listeners
-                if self.map.get(listener._fileno) is listener]
+        return [listener for listener in self._listeners if self.is_open(listener)]
+
+    def is_open(self, dispatcher):
+        """Not closed yet: closing takes a dispatcher out of the map (and its fd from it)."""
+        return self.map.get(dispatcher._fileno) is dispatcher
 
     def mark(self, dispatcher):
         """Ask `dispatcher` again before the next wait (from any thread; the thread that
@@ -81,7 +84,8 @@ class EventLoop:
 
     def run_once(self, timeout):
         """One turn: bring the registrations up to date, wait up to `timeout` seconds, and
-        dispatch the events."""
+        dispatch the events. Returns the dispatchers asked again in this turn (a worker
+        marked them, or they had an event): only theirs can have changed in it."""
         with self._changed_lock:
             changed, self._changed = self._changed, set()
         for dispatcher in changed:
@@ -99,21 +103,30 @@ class EventLoop:
                 dispatched.append(dispatcher)
         for dispatcher in dispatched:
             self.consider(dispatcher)
+        changed.update(dispatched)
+        return changed
 
     def _maintenance_ran(self):
-        """Ask the listeners (which may run waitress's maintenance); True when it ran."""
+        """Ask the listeners (which may run waitress's maintenance); True when it ran.
+
+        Rests that are over end here, and so does the rest of a listener that was closed
+        (serve.py's drain closes each after a last, empty accept): left behind, its time long
+        past would make every later wait a zero timeout, and the loop would take a core."""
         ran = False
         now = time.monotonic()
+        resting = {}
         for listener in self.listeners():
-            if self._resting.get(listener, 0) > now:
+            until = self._resting.get(listener, 0)
+            if until > now:
+                resting[listener] = until
                 self._unwatch(listener)
             else:
-                self._resting.pop(listener, None)
                 self.consider(listener)
             cleanup = listener.next_channel_cleanup
             if self._cleanups.get(listener) != cleanup:
                 self._cleanups[listener] = cleanup
                 ran = True
+        self._resting = resting
         return ran
 
     def sweep(self):

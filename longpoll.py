@@ -15,6 +15,7 @@ asks again whether its caller may still read, so a customer removed (or an agent
 meanwhile gets a 401, not what was written after.
 """
 import collections
+import math
 import random
 import threading
 import time
@@ -59,10 +60,12 @@ class Cursor(NamedTuple):
 class Poller(NamedTuple):
     """Who polls: `still_allowed()` says whether the caller may still read (asked again while
     the poll waits); the polls of one `owner` wait `max_waiting` at a time at most (no owner:
-    only the process-wide cap)."""
+    only the process-wide cap); the polls of a capped `group` ("agents") together hold at most
+    the slots `WaiterSlots` allows that group."""
     still_allowed: Callable[[], bool]
     owner: str | None = None
     max_waiting: int | None = None
+    group: str | None = None
 
 
 class Page(NamedTuple):
@@ -76,16 +79,19 @@ class Page(NamedTuple):
 
 
 class WaiterSlots:
-    """At most `capacity` long-polls wait at once in this process, and at most `max_waiting`
-    of one owner's."""
+    """At most `capacity` long-polls wait at once in this process, at most `max_waiting` of one
+    owner's, and at most `group_caps[group]` of a group's: agents' polls are such a group, so
+    the slots past their share stay free for customers whatever one agent's tabs hold."""
 
-    def __init__(self, capacity):
+    def __init__(self, capacity, group_caps=None):
         if capacity < 0:
             raise ValueError("LONGPOLL_MAX_WAITERS must be 0 or more")
         self._capacity = capacity
+        self._group_caps = dict(group_caps or {})
         self._lock = threading.Lock()
         self.taken = 0
         self._by_owner = collections.Counter()  # owner -> its polls waiting now
+        self._by_group = collections.Counter()  # group -> its polls waiting now
 
     @property
     def capacity(self):
@@ -95,10 +101,15 @@ class WaiterSlots:
         with self._lock:
             if self.taken >= self._capacity:
                 return False
+            if poller.owner is not None and self._by_owner[poller.owner] >= poller.max_waiting:
+                return False
+            if poller.group is not None \
+                    and self._by_group[poller.group] >= self._group_caps[poller.group]:
+                return False
             if poller.owner is not None:
-                if self._by_owner[poller.owner] >= poller.max_waiting:
-                    return False
                 self._by_owner[poller.owner] += 1
+            if poller.group is not None:
+                self._by_group[poller.group] += 1
             self.taken += 1
             return True
 
@@ -109,6 +120,23 @@ class WaiterSlots:
                 self._by_owner[poller.owner] -= 1
                 if not self._by_owner[poller.owner]:
                     del self._by_owner[poller.owner]  # memory stays bounded by the waiters
+            if poller.group is not None:
+                self._by_group[poller.group] -= 1
+
+
+AGENTS = "agents"  # the group of every agent's polls
+
+
+def agent_share(config):
+    """How many slots agents' polls may hold together: LONGPOLL_AGENT_SHARE_PERCENT of
+    LONGPOLL_MAX_WAITERS, rounded up (so a share above 0 lets agents wait at all)."""
+    return math.ceil(config["LONGPOLL_MAX_WAITERS"] * config["LONGPOLL_AGENT_SHARE_PERCENT"]
+                     / 100)
+
+
+def waiter_slots(config):
+    """The process's slots for waiting polls, as the settings size them."""
+    return WaiterSlots(config["LONGPOLL_MAX_WAITERS"], {AGENTS: agent_share(config)})
 
 
 def read_page(chat_id, cursor, status):

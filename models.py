@@ -66,8 +66,14 @@ class BaseModel(Model):
         legacy_table_names = False
 
 
+# An email's length in characters (not bytes: 170 x "é" is 182 characters and 352 bytes), the
+# one rule for provisioning a user (schemas.py) and for the lookup that authenticates them.
+MAX_EMAIL_LENGTH = 254
+
+
 class User(BaseModel):
-    email = CharField(max_length=254, unique=True)  # always stored stripped and lower-cased
+    # Always stored stripped and lower-cased (accounts.normalize_email).
+    email = CharField(max_length=MAX_EMAIL_LENGTH, unique=True)
     # The HMAC key, kept exactly as provisioned; NULL once the user is removed, which revokes
     # access but keeps the chat history for the agents.
     uuid = CharField(max_length=36, null=True)

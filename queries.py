@@ -231,11 +231,13 @@ _chat_lists = {}
 ANY_ASSIGNEE, NO_ASSIGNEE, ONE_ASSIGNEE = "any", "none", "one"
 # How a list is ordered, and the cursor condition that goes on after a row: the most recent
 # activity first, or the longest-waiting first (only chats whose customer waits).
+# The cursor names its last row by public id (chats.encode_cursor), looked up here.
+_CURSOR_ROW = '(SELECT p."id" FROM "chat" AS p WHERE p."public_id" = ?)'
 LIST_ORDERS = {
     "recent": ('c."updated_at" DESC, c."id" DESC',
-               '(c."updated_at" < ? OR (c."updated_at" = ? AND c."id" < ?))'),
+               f'(c."updated_at" < ? OR (c."updated_at" = ? AND c."id" < {_CURSOR_ROW}))'),
     "waiting": ('c."waiting_since", c."id"',
-                '(c."waiting_since" > ? OR (c."waiting_since" = ? AND c."id" > ?))'),
+                f'(c."waiting_since" > ? OR (c."waiting_since" = ? AND c."id" > {_CURSOR_ROW}))'),
 }
 
 
@@ -255,7 +257,7 @@ def chat_list_statement(read_mark, list_filter):
     count for the side whose read mark is `read_mark`.
 
     Parameters, in order: the sender counted as unread, then [status], [user id],
-    [public id], [assignee id], [stamp, stamp, id] of the cursor, and the row limit.
+    [public id], [assignee id], [stamp, stamp, public id] of the cursor, and the row limit.
     """
     key = (read_mark, list_filter)
     if key not in _chat_lists:

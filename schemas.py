@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from accounts import normalize_email
+from models import MAX_EMAIL_LENGTH
 
 MAX_MESSAGE_LENGTH = 10_000
-MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
 MAX_URL_LENGTH = 2_048
 MAX_CHAT_ID_LENGTH = 64
@@ -36,8 +36,17 @@ def uuid_shape(value):
         raise ValidationError("Must be a UUID: 8-4-4-4-12 hexadecimal digits.")
 
 
+# Letters that show as nothing (Hangul fillers, the braille blank, the Mongolian vowel
+# separator): a message of only these is as blank as one of spaces.
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u180e\u2800\u3164\uffa0")
+
+
 def not_blank(value):
-    if not value.strip():
+    """Some character besides spaces, invisible format characters (ZERO WIDTH SPACE, a
+    direction mark, the byte-order mark) and invisible letters. (Other controls stay
+    valid text: they are escaped wherever they are shown.)"""
+    if all(char.isspace() or unicodedata.category(char) == "Cf"
+           or char in INVISIBLE_LETTERS for char in value):
         raise ValidationError("Must not be blank.")
 
 
@@ -280,6 +289,12 @@ class NoteSchema(StrictSchema):
 class NotesQuery(StrictSchema):
     after = QueryInteger(strict=False, load_default=0, validate=validate.Range(0, MAX_EVENT_ID))
     limit = limit_field(MAX_PAGE_SIZE, strict=False)
+
+
+class RepliesQuery(StrictSchema):
+    # The shortcut to go on after (a page's `next_after`): one a shortcut could be.
+    after = Text(load_default=None, min_length=1, max_length=32,
+                 validate=[validate.Regexp(r"[A-Za-z0-9_-]+\Z", flags=re.ASCII)])
 
 
 class SavedReplySchema(StrictSchema):

@@ -19,7 +19,7 @@ client dribbling a header line, a body byte or a blank line every few seconds wo
 connection forever, since CHANNEL_TIMEOUT counts only silence.
 
 On SIGTERM the server stops accepting connections, lets the requests in flight finish for up to
-SHUTDOWN_GRACE_SECONDS, and exits 0.
+SHUTDOWN_GRACE_SECONDS, and exits 0 as soon as none is left.
 """
 import contextlib
 import errno
@@ -286,6 +286,11 @@ def accept_backlog(listener, sockets, connection_limit):
             return
 
 
+def in_flight(connections, loop):
+    """Those of `connections` still open with a request in flight."""
+    return {c for c in connections if loop.is_open(c) and c.in_flight()}
+
+
 def drain(server, grace, loop):
     """Stop accepting (new connections are refused from here on), close idle connections, and
     keep serving those with a request in flight until they are done or `grace` runs out."""
@@ -305,7 +310,8 @@ def drain(server, grace, loop):
     for listener in listeners:
         listener.draining = True
     loop.sweep()  # every idle connection learns it is to close
-    busy = [c for c in lane.connections(sockets) if c.in_flight()]
+    # From here on no connection starts a request: the set only shrinks.
+    busy = in_flight(lane.connections(sockets), loop)
     logger.info("SIGTERM: no new connections; waiting up to %g s for %d request(s) in flight",
                 grace, len(busy))
     longpoll.stop_waiting()  # waiting long-polls answer at once with what they have
@@ -314,8 +320,11 @@ def drain(server, grace, loop):
         if time.monotonic() - swept >= 1:  # the listeners' maintenance no longer runs
             loop.sweep()  # slow clients' deadlines, idle connections
             swept = time.monotonic()
-        loop.run_once(min(1.0, deadline - time.monotonic()))
-        busy = [c for c in lane.connections(sockets) if c.in_flight()]
+            busy = in_flight(busy, loop)
+        # Only those the turn asked again can be done: asking every connection on each turn
+        # (a turn for each answer) kept the GIL from the threads answering.
+        asked = loop.run_once(min(1.0, deadline - time.monotonic())) & busy
+        busy -= asked - in_flight(asked, loop)
     if busy:
         logger.warning("stopping with %d request(s) still in flight after %g s",
                        len(busy), grace)

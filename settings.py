@@ -15,7 +15,7 @@ import math
 import os
 import re
 import sys
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import limits
 import limits.storage
@@ -161,14 +161,58 @@ def storage_uri(value):
         raise Invalid(f"{scheme}:// needs the Python package {' or '.join(packages)}")
     if scheme != "memory" and "unix" not in scheme:
         check_hosts(value)
+    options = storage_options(value)  # refuses a bad timeout in the URL
     if scheme.startswith("redis") and "cluster" not in scheme:
         # Made as flask-limiter will make it (no connection yet: a cluster's would connect,
         # so it is left to start, where `ratelimits.setup_limits` refuses what fails).
         try:
-            limits.storage.storage_from_string(value)
+            limits.storage.storage_from_string(value, **options)
         except Exception as error:  # any failure is the value's
             raise Invalid(f"cannot be used: {one_line(error, value)}") from None
     return value
+
+
+# A Redis answers a rate-limit call in well under a millisecond on a LAN, a few when busy:
+# half a second is a hundred times that, so a slow store still counts, while one that stopped
+# answering (frozen, a stuck host, a half-open connection) costs the request that finds it so
+# at most this long before the process counts in memory. Without a timeout it waited for
+# ever, and on SQLite every request waits its turn behind that one (lane.py).
+STORE_TIMEOUT_SECONDS = 0.5
+STORE_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+store_timeout = number(0, 60)  # seconds, as a URL's query gives them
+
+
+def storage_options(uri):
+    """The keyword options for the store of a valid `uri` (flask-limiter's
+    RATELIMIT_STORAGE_OPTIONS): for Redis and Valkey, the short timeouts above, or those the
+    URL's query gives (`?socket_timeout=2&socket_connect_timeout=1`). Raises Invalid for a
+    timeout there that is not a number of seconds above 0, at most 60."""
+    parts = urlsplit(uri)
+    if not parts.scheme.startswith(("redis", "valkey")):
+        return {}
+    query = parse_qs(parts.query, keep_blank_values=True)
+    timeouts = {}
+    for name in STORE_TIMEOUTS:
+        try:
+            given = [store_timeout(text) for text in query.get(name, [])]
+        except Invalid as error:
+            raise Invalid(f"the URL's {name}: {error}") from None
+        # redis-py's from_url reads the first value itself, over any option; `limits` reads
+        # none for a sentinel or a cluster, hence passing it here too.
+        timeouts[name] = given[0] if given else STORE_TIMEOUT_SECONDS
+    options = dict(timeouts)
+    if "sentinel" in parts.scheme:
+        # `limits` passes the sentinels a sentinel_kwargs of its own, so redis-py gives them
+        # none of the timeouts above: the sentinels get them here.
+        options["sentinel_kwargs"] = dict(timeouts)
+    if parts.scheme == "redis+cluster":
+        # redis-py's cluster client retries a timeout 3 times with up to 10 s of backoff: a
+        # request would wait for all of them. Fail at once; the process counts in memory.
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options["retry"] = Retry(NoBackoff(), 0)
+    return options
 
 
 def check_hosts(uri):
@@ -333,6 +377,10 @@ SETTINGS = {
     "ADMIN_TOKEN": (None, secret_token),
     "LONGPOLL_MAX_WAITERS": (1000, integer(0, 10_000)),
     "LONGPOLL_MAX_WAITERS_PER_CUSTOMER": (2, integer(0, 10_000)),
+    "LONGPOLL_MAX_WAITERS_PER_AGENT": (4, integer(0, 10_000)),
+    # The percentage of LONGPOLL_MAX_WAITERS that agents' polls may hold together: the rest
+    # is kept for customers.
+    "LONGPOLL_AGENT_SHARE_PERCENT": (25, integer(0, 100)),
     "MAX_POLL_PAGE_BYTES": (256 * 1024, integer(1024, 64 * 1024 * 1024)),
     "IDEMPOTENCY_KEY_HOURS": (24, number(0, 24 * 365 * 10, minimum=1 / 3600)),  # 1 s up
     "MAX_OPEN_CHATS": (20, integer(1, 1_000_000)),

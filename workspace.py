@@ -126,17 +126,28 @@ def add_note(chat, agent, body):
     return NewNote(public_id, after_seq)
 
 
-def notes_after(chat, after, limit):
+def notes_after(chat, after, limit, max_bytes):
     """(the chat's notes numbered after `after`, oldest first, as JSON; the number to ask
-    after next; whether more follow)."""
+    after next; whether more follow): at most `limit` notes and about `max_bytes` of them."""
     rows = list(Note.select(Note.number, Note.public_id, Note.after_seq, Note.body,
                             Note.created_at, Agent.name, Agent.display_name)
                 .join(Agent).where((Note.chat == chat.id) & (Note.number > after))
                 .order_by(Note.number).limit(limit + 1))
-    page = rows[:limit]
     notes = [note_json(note.public_id, note.after_seq, note.body, note.agent,
-                       as_datetime(note.created_at)) for note in page]
-    return notes, page[-1].number if page else after, len(rows) > limit
+                       as_datetime(note.created_at)) for note in rows]
+    count = within_bytes(notes[:limit], max_bytes)
+    return notes[:count], rows[count - 1].number if count else after, len(rows) > count
+
+
+def within_bytes(items, max_bytes):
+    """How many of `items` (JSON objects) a page holds within about `max_bytes` of JSON: the
+    first always, so that a reader going on after the last one sees every item once."""
+    size = 0
+    for index, item in enumerate(items):
+        size += chats.json_bytes(item) + 1  # and its comma
+        if size > max_bytes and index > 0:
+            return index
+    return len(items)
 
 
 # --- saved replies -----------------------------------------------------------------------
@@ -153,10 +164,17 @@ def saved_reply_json(reply):
             "updated_by": events.agent_json(reply.updated_by)}
 
 
-def saved_replies():
-    return [saved_reply_json(reply) for reply in
-            SavedReply.select(SavedReply, Agent).join(Agent, JOIN.LEFT_OUTER)
-            .order_by(SavedReply.shortcut)]
+def saved_replies(after, max_bytes):
+    """(the saved replies whose shortcut sorts after `after` (None: from the first), by
+    shortcut, within about `max_bytes` of JSON; the shortcut to ask after next; whether more
+    follow). 500 replies of 10,000 characters would be 20 MB in one answer."""
+    query = SavedReply.select(SavedReply, Agent).join(Agent, JOIN.LEFT_OUTER)
+    if after is not None:
+        query = query.where(SavedReply.shortcut > after)
+    replies = [saved_reply_json(reply) for reply in query.order_by(SavedReply.shortcut)]
+    count = within_bytes(replies, max_bytes)
+    page = replies[:count]
+    return page, page[-1]["shortcut"] if page else after, len(replies) > count
 
 
 def save_reply(shortcut, text, agent):

@@ -146,6 +146,113 @@ function planLabel(planName, planId) {
   return planId === null || planId === undefined ? '' : `Plan ${planId}`;
 }
 
+// The plan comes with the chat from the customer's own app: nothing checks it.
+function planClaim(plan) {
+  return plan ? `${plan} (as the client app reports it: not verified)` : '';
+}
+
+// ---------------------------------------------------------------- look-alike addresses
+
+// Customers are told apart by their exact address, so "\u0430lice@example.com" (a Cyrillic
+// "\u0430") is another customer than "alice@example.com" though it looks the same. Every address
+// beyond plain ASCII is marked: its other characters are set apart, and a warning names the
+// scripts when they mix. Letters of scripts not listed here count as "another script".
+const SCRIPTS = [
+  ['Latin', /\p{Script=Latin}/u], ['Cyrillic', /\p{Script=Cyrillic}/u], ['Greek', /\p{Script=Greek}/u],
+  ['Armenian', /\p{Script=Armenian}/u], ['Georgian', /\p{Script=Georgian}/u],
+  ['Cherokee', /\p{Script=Cherokee}/u], ['Hebrew', /\p{Script=Hebrew}/u], ['Arabic', /\p{Script=Arabic}/u],
+  ['Devanagari', /\p{Script=Devanagari}/u], ['Thai', /\p{Script=Thai}/u], ['Han', /\p{Script=Han}/u],
+  ['Hiragana', /\p{Script=Hiragana}/u], ['Katakana', /\p{Script=Katakana}/u], ['Hangul', /\p{Script=Hangul}/u],
+];
+const NO_SCRIPT = /[\p{Script=Common}\p{Script=Inherited}]/u;  // digits, punctuation, marks
+const PLAIN_ASCII = /^[\x20-\x7e]*$/;
+const INVISIBLE = /[\p{C}\p{Z}]/u;  // shown as its code point, never as itself
+
+function scriptOf(char) {
+  if (NO_SCRIPT.test(char)) return null;
+  const found = SCRIPTS.find(([, pattern]) => pattern.test(char));
+  return found ? found[0] : 'another script';
+}
+
+function codePoint(char) {
+  return `U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+function describeChar(char) {
+  return `${codePoint(char)} ${scriptOf(char) || 'not a letter'}`;
+}
+
+// What the page says about an address beyond plain ASCII ({label, detail}), or null.
+function addressWarning(address) {
+  if (!address || PLAIN_ASCII.test(address)) return null;
+  const scripts = new Set();
+  const others = new Set();
+  for (const char of address) {
+    const script = scriptOf(char);
+    if (script) scripts.add(script);
+    if (!PLAIN_ASCII.test(char)) others.add(char);
+  }
+  const rank = (name) => {
+    const index = SCRIPTS.findIndex(([known]) => known === name);
+    return index < 0 ? SCRIPTS.length : index;
+  };
+  const names = Array.from(scripts).sort((a, b) => rank(a) - rank(b));  // Latin first
+  const mixed = names.length > 1;
+  const chars = Array.from(others).slice(0, 8);  // (an address in another script: its first few)
+  const more = others.size > chars.length ? `, and ${others.size - chars.length} more` : '';
+  const quoted = (char) => (INVISIBLE.test(char) ? describeChar(char) : `\u201c${char}\u201d ${describeChar(char)}`);
+  const what = mixed ? `this address mixes ${names.slice(0, -1).join(', ')} and ${names[names.length - 1]} letters`
+    : 'this address is not plain ASCII';
+  return {
+    label: mixed ? `mixed scripts: ${names.join(' + ')}` : 'not plain ASCII',
+    characters: chars.map(describeChar).join(', ') + more,
+    detail: `Warning: ${what} (${chars.map(quoted).join(', ')}${more}). It may look like another customer's address, but it is a different customer.`,
+  };
+}
+
+const shownAddresses = new WeakMap();  // node -> the address it shows
+
+// Fills `node` with the address as text, each character beyond ASCII in its own marked span
+// (an invisible one written as its code point).
+function fillAddress(node, address) {
+  const value = address || '';
+  if (shownAddresses.get(node) === value) return;
+  shownAddresses.set(node, value);
+  const parts = [];
+  let ascii = '';
+  for (const char of value) {
+    if (PLAIN_ASCII.test(char)) {
+      ascii += char;
+      continue;
+    }
+    if (ascii) parts.push(ascii);
+    ascii = '';
+    const mark = el('span', 'non-ascii', INVISIBLE.test(char) ? `[${codePoint(char)}]` : char);
+    mark.title = describeChar(char);
+    parts.push(mark);
+  }
+  if (ascii) parts.push(ascii);
+  node.replaceChildren(...parts);
+}
+
+function addressWarningNode() {
+  const node = el('span', 'address-warning');
+  node.setAttribute('role', 'note');
+  node.hidden = true;
+  return node;
+}
+
+// Shows (or hides) the warning for `address` in a node made by addressWarningNode().
+function fillAddressWarning(node, address) {
+  const warning = addressWarning(address);
+  setText(node, warning ? warning.label : '');
+  if (node.title !== (warning ? warning.detail : '')) node.title = warning ? warning.detail : '';
+  if (warning) node.setAttribute('aria-label', warning.detail);
+  else node.removeAttribute('aria-label');
+  show(node, Boolean(warning));
+  return warning;
+}
+
 const enc = encodeURIComponent;
 
 // ---------------------------------------------------------------- API
@@ -572,9 +679,18 @@ async function loadBasics() {
   if (state.open) renderChatHeader(state.open);
 }
 
+// The saved replies come in pages bounded in bytes: follow next_after until has_more is false.
 async function loadReplies() {
-  const data = await api('/replies');
-  state.replies = (data.replies || []).slice().sort((a, b) => a.shortcut.localeCompare(b.shortcut));
+  const replies = [];
+  let after = null;
+  for (;;) {
+    const data = await api(after === null ? '/replies' : `/replies?after=${enc(after)}`);
+    const page = data.replies || [];
+    replies.push(...page);
+    if (!data.has_more || !page.length) break;
+    after = data.next_after;
+  }
+  state.replies = replies.sort((a, b) => a.shortcut.localeCompare(b.shortcut));
   state.repliesAt = Date.now();
 }
 
@@ -748,7 +864,7 @@ function buildRow(chatId) {
     span.append(...children.map((name) => el(name === 'time' ? 'time' : 'span', name)));
     return span;
   };
-  button.append(line('row-top', 'email', 'time'), line('row-who', 'name', 'plan'),
+  button.append(line('row-top', 'email', 'time'), addressWarningNode(), line('row-who', 'name', 'plan'),
     el('span', 'preview'), line('row-bottom', 'assignee', 'badge'));
   row.append(button);
   return row;
@@ -759,9 +875,12 @@ function updateRow(row, chat) {
   const last = chat.last_message || {};
   const unread = Number(chat.unread) || 0;
   const part = (name) => row.querySelector(`.${name}`);
-  setText(part('email'), customer.email);
+  fillAddress(part('email'), customer.email);
+  fillAddressWarning(part('address-warning'), customer.email);
   setText(part('name'), customer.name);
-  setText(part('plan'), planLabel(chat.name, chat.plan_id));
+  const plan = planLabel(chat.name, chat.plan_id);
+  setText(part('plan'), plan);
+  part('plan').title = planClaim(plan);
   setText(part('preview'), last.preview);
   fillTime(part('time'), last.created_at || chat.updated_at, true);
   setText(part('badge'), unread);
@@ -1014,18 +1133,27 @@ function renderChatHeader(open) {
   const customer = chat.customer || { email: open.customerEmail, name: null };
   const title = $('chat-title');
   const email = customer.email || 'Loading…';
-  if (title.textContent !== (customer.name ? `${customer.name} ${email}` : email)) {
-    const parts = [el('span', 'title-email', email)];
+  const warning = addressWarning(customer.email);
+  const parts = [customer.name, email, warning && warning.label].filter(Boolean);
+  if (title.textContent !== parts.join(' ')) {
+    const address = el('span', 'title-email');
+    fillAddress(address, email);
+    const shown = [address];
     if (customer.name) {
       const name = el('span', 'title-name', customer.name);
       name.title = customer.name;  // a very long name is cut to two lines (whole in the panel)
-      parts.unshift(name, ' ');
+      shown.unshift(name, ' ');
     }
-    title.replaceChildren(...parts);
+    if (warning) {
+      const badge = addressWarningNode();
+      fillAddressWarning(badge, customer.email);
+      shown.push(' ', badge);
+    }
+    title.replaceChildren(...shown);
   }
   const plan = planLabel(chat.name, chat.plan_id);
   setText($('chat-plan'), plan);
-  $('chat-plan').title = plan;  // one line here, ending in "…" when long (whole in the panel)
+  $('chat-plan').title = planClaim(plan);  // one line here, ending in "…" when long (whole in the panel)
   const status = chat.status || '';
   setText($('chat-status'), status);
   $('chat-status').dataset.status = status;
@@ -1156,10 +1284,14 @@ function messageNode(message, open) {
 function customerAuthor(customer) {
   const author = el('span', 'author');
   if (!customer || !customer.email || !customer.name) {
-    author.append(el('span', 'author-part', customerLabel(customer)));
+    const part = el('span', 'author-part');
+    fillAddress(part, customerLabel(customer));
+    author.append(part);
     return author;
   }
-  author.append(el('span', 'author-part', customer.name), ' (', el('span', 'author-part', customer.email), ')');
+  const address = el('span', 'author-part');
+  fillAddress(address, customer.email);
+  author.append(el('span', 'author-part', customer.name), ' (', address, ')');
   return author;
 }
 
@@ -1208,14 +1340,27 @@ function imageNode(raw) {
   link.rel = 'noopener noreferrer';
   box.append(link);
   if (url.protocol === 'https:' && isNamedHost(url.hostname) && !SUSPICIOUS_URL.test(raw)) {
-    const img = el('img', 'thumb');
-    img.alt = 'Image sent by the customer';
-    img.referrerPolicy = 'no-referrer';
-    img.loading = 'lazy';
-    img.src = url.href;
-    box.append(img);
+    box.append(thumbnailButton(url));
   }
   return box;
+}
+
+// Fetching a customer's image tells its host the agent's address and when the chat was read
+// (a tracking pixel), so the thumbnail loads only when the agent asks for it, without a referrer.
+function thumbnailButton(url) {
+  const button = el('button', 'button thumb-load');
+  button.type = 'button';
+  button.append('Image from ', isolatedLtr(el('span', 'thumb-host', url.hostname)), ' \u2014 click to load');
+  button.addEventListener('click', () => {
+    const img = el('img', 'thumb');
+    img.alt = `Image sent by the customer, from ${url.hostname}`;
+    img.referrerPolicy = 'no-referrer';  // (before src: the request is made with it)
+    img.tabIndex = -1;  // focus moves here from the button it replaces
+    img.src = url.href;
+    button.replaceWith(img);
+    img.focus();
+  }, { once: true });
+  return button;
 }
 
 // ---------------------------------------------------------------- customer panel
@@ -1247,7 +1392,10 @@ function renderCustomer(open) {
   const chat = open.chat || {};
   const customer = open.customer || {};
   const fromChat = chat.customer || {};
-  setText($('customer-email'), customer.email || fromChat.email || open.customerEmail);
+  const email = customer.email || fromChat.email || open.customerEmail;
+  fillAddress($('customer-address'), email);
+  const warning = fillAddressWarning($('customer-address-warning'), email);
+  showMessage($('customer-address-characters'), warning ? `Not ASCII: ${warning.characters}` : '');
   setText($('customer-name'), customer.name || fromChat.name || 'Not given');
   setText($('customer-plan'), planLabel(customer.plan_name || chat.name, customer.plan_id ?? chat.plan_id) || 'Not given');
   const created = Number(customer.account_created_at ?? chat.account_created_at);
@@ -1524,7 +1672,9 @@ function notifyDesktop(chat, message) {
   if (!document.hidden || !('Notification' in window) || Notification.permission !== 'granted') return;
   const text = message.message || (message.image_url ? 'Sent an image' : '');
   try {
-    const notification = new Notification((chat.customer && chat.customer.email) || 'Customer',
+    const email = chat.customer && chat.customer.email;
+    const warning = addressWarning(email);
+    const notification = new Notification(warning ? `${email} (${warning.label})` : email || 'Customer',
       { body: text.slice(0, 160), tag: chat.chatId });
     notification.addEventListener('click', () => {
       window.focus();

@@ -462,3 +462,54 @@ def test_a_server_with_its_store_down_answers_and_logs_the_fallback(tmp_path, da
         log = server.log()
     assert "falling back to in-memory storage" in log
     assert "Traceback" not in log
+
+
+# --- agents' waiting polls: a cap per agent, and a share kept for customers --------------
+
+def agent_feed(server, agent, timeout=60):
+    return requests.get(f"{server.url}/api/agent/events", params={"wait": WAIT},
+                        headers={"Authorization": f"Bearer {agent.token}"}, timeout=timeout)
+
+
+def walk_away_from_feed(server, agent):
+    """A feed poll that the client gives up on: it goes on waiting on the server."""
+    with contextlib.suppress(requests.Timeout):
+        agent_feed(server, agent, timeout=0.5)
+
+
+def answers_at_once_with_retry_after(answer):
+    assert answer.status_code == 200, answer.text
+    page = answer.json()["data"]
+    assert page["events"] == []
+    assert 2 <= page["retry_after"] <= 6
+    assert answer.headers["Retry-After"] == str(page["retry_after"])
+
+
+@pytest.mark.slow
+def test_agents_cannot_take_the_waiting_slots_of_customers_on_a_real_server(
+        tmp_path, database_url, app):
+    """Of 6 slots agents may hold half (3), one agent at most 2: the third poll of an agent,
+    and any agent's poll past the share, answers at once; customers still wait."""
+    alice, bob, carol = (new_agent(app, name) for name in ("alice", "bob", "carol"))
+    customers = [new_customer(app) for _ in range(2)]
+    chat_ids = [customer.create() for customer in customers]
+    release_database()
+    settings = {"LONGPOLL_MAX_WAITERS": "6", "LONGPOLL_MAX_WAITERS_PER_AGENT": "2",
+                "LONGPOLL_AGENT_SHARE_PERCENT": "50"}
+    with running_server(tmp_path, database_url, command=WATCHED_SERVER, env=settings) as server:
+        for _ in range(2):
+            walk_away_from_feed(server, alice)
+        wait_until(lambda: len(stepped_out(server)) == 2, what="two of alice's polls to wait")
+        answers_at_once_with_retry_after(agent_feed(server, alice, timeout=WAIT / 2))
+
+        walk_away_from_feed(server, bob)
+        wait_until(lambda: len(stepped_out(server)) == 3, what="bob's poll to wait")
+        # The agents' share (3) is taken: carol, under her own cap, may not wait either.
+        answers_at_once_with_retry_after(agent_feed(server, carol, timeout=WAIT / 2))
+
+        # The three slots past the agents' share are the customers'.
+        for customer, chat_id in zip(customers, chat_ids, strict=True):
+            with contextlib.suppress(requests.Timeout):
+                live_post(requests, server.url, "messages", customer.email, customer.token,
+                          {"chat_id": chat_id, "after": 1, "wait": WAIT}, timeout=0.5)
+        wait_until(lambda: len(stepped_out(server)) == 5, what="the customers' polls to wait")

@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from helpers import new_customer, release_database, running_server, wait_until
+from helpers import new_agent, new_customer, release_database, running_server, wait_until
 
 # time, level, logger: message
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
@@ -111,6 +111,31 @@ def test_access_log_false_turns_the_lines_off(tmp_path, database_url):
         log = server.log()
     assert "supportzen.access" not in log
     assert f"Serving on {server.url}" in log
+
+
+@pytest.mark.slow
+def test_no_customer_email_and_no_invisible_direction_mark_in_the_lines(
+        tmp_path, database_url, app):
+    """The customer panel's path names a customer by email: the line shows the route, not
+    the address. A path's RLM (U+200F) or ZERO WIDTH SPACE would reorder or hide what an
+    operator reads: escaped like a control character."""
+    customer = new_customer(app, email="pat.private@example.com")
+    agent = new_agent(app, "alice")
+    release_database()
+    with running_server(tmp_path, database_url) as server:
+        for email in ("pat.private@example.com", "pat.private%40example.com"):
+            answer = requests.get(f"{server.url}/api/agent/customers/{email}", timeout=30,
+                                  headers=agent.headers)
+            assert answer.status_code == 200, answer.text
+        hidden = requests.get(f"{server.url}/x%E2%80%8Fgnp.exe%E2%80%8B%D8%9C", timeout=30)
+        assert hidden.status_code == 404
+        log = log_after(server, 3)
+    assert [line[1:4] for line in access_lines(log)] == [
+        ("GET", "/api/agent/customers/<email>", "200"),
+        ("GET", "/api/agent/customers/<email>", "200"),
+        ("GET", r"/x\u200fgnp.exe\u200b\u061c", "404")]
+    assert "pat.private" not in log
+    assert customer.email not in log
 
 
 def test_the_app_logs_each_request_on_any_launcher(customer, client, caplog):

@@ -2,8 +2,9 @@
 import base64
 
 import pytest
+import requests
 
-from helpers import assert_error
+from helpers import assert_error, live_post, new_customer, release_database, running_server
 
 
 def test_list_shows_own_chats_newest_activity_first(make_customer, agent):
@@ -89,3 +90,33 @@ def test_read_mark_of_another_users_chat_is_not_found(make_customer):
     alice, bob = make_customer(), make_customer()
     chat_id = alice.create()
     assert_error(bob.read(chat_id, 1), 404, "chat_not_found")
+
+
+def decoded(cursor):
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+
+
+@pytest.mark.slow
+def test_a_cursor_reveals_no_internal_id_on_a_real_server(tmp_path, database_url, app):
+    """A cursor names the last chat of its page by the id the customer already sees, and its
+    time: nothing from which to count the chats of the system."""
+    others = [new_customer(app) for _ in range(3)]
+    for other in others:
+        other.create("someone else's")
+    customer = new_customer(app)
+    chat_ids = [customer.create(f"chat {number}") for number in range(3)]
+    release_database()
+    with running_server(tmp_path, database_url) as server:
+        seen, before = [], None
+        while True:
+            page = live_post(requests, server.url, "list", customer.email, customer.token,
+                             {"limit": 1, **({"before": before} if before else {})})
+            data = page.json()["data"]
+            seen += [chat["chatId"] for chat in data["chats"]]
+            before = data["next_before"]
+            if before is None:
+                break
+            stamp, last_chat = decoded(before).split("|")
+            assert last_chat == data["chats"][-1]["chatId"]
+            assert stamp.startswith(data["chats"][-1]["updated_at"][:19])
+    assert seen == chat_ids[::-1]

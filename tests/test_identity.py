@@ -5,9 +5,20 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 import accounts
-from helpers import Customer, assert_error, new_agent, new_customer, sign, wait_until
+from helpers import (
+    Customer,
+    assert_error,
+    live_post,
+    new_agent,
+    new_customer,
+    release_database,
+    running_server,
+    sign,
+    wait_until,
+)
 from waiting_polls import record_waiting
 
 ADMIN_TOKEN = "admin-token-for-the-identity-tests-0123456789"
@@ -218,3 +229,36 @@ def test_waiting_polls_of_allowed_callers_are_still_answered(app, waiting):
         for poll in (customer_poll, agent_poll):
             page = poll.result(timeout=60).json["data"]
             assert [m["message"] for m in page["messages"]] == ["still here"]
+
+
+# --- one length rule for provisioning and signing in ------------------------------------
+
+LONG_ADDRESSES = [
+    "\u00e9" * 170 + "@example.com",  # 182 characters, 352 bytes in UTF-8
+    "\u4f60" * 120 + "@example.com",  # 132 characters, 372 bytes
+    "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 61,  # 254: the most allowed
+]
+
+
+@pytest.mark.slow
+def test_every_address_the_admin_api_accepts_can_sign_in_on_a_real_server(
+        tmp_path, database_url, app):
+    release_database()
+    with running_server(tmp_path, database_url, env={"ADMIN_TOKEN": ADMIN_TOKEN}) as server:
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        for address in LONG_ADDRESSES:
+            provisioned = requests.put(f"{server.url}/api/admin/users", headers=admin,
+                                       json={"data": {"email": address, "uuid": KATE_UUID}},
+                                       timeout=30)
+            assert provisioned.status_code == 200, provisioned.text
+            token = sign(address, KATE_UUID)
+            created = live_post(requests, server.url, "create", address, token,
+                                {"created_at": 1, "message": "hello"})
+            assert created.status_code == 200, (address, created.text)
+            listed = live_post(requests, server.url, "list", address, token, {})
+            assert len(listed.json()["data"]["chats"]) == 1
+        too_long = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 62  # 255
+        refused = requests.put(f"{server.url}/api/admin/users", headers=admin, timeout=30,
+                               json={"data": {"email": too_long, "uuid": KATE_UUID}})
+        assert refused.status_code == 400
+        assert list(refused.json()["error"]["fields"]) == ["email"]

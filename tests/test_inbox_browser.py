@@ -6,8 +6,10 @@ Without /usr/bin/chromium (`apt-get install chromium`) or the playwright package
 skip, saying why; CI installs both.
 """
 import datetime
+import json
 import os
 import pathlib
+import re
 import uuid
 
 import pytest
@@ -30,6 +32,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 ARTIFACTS = pathlib.Path(os.environ.get("INBOX_ARTIFACTS")
                          or pathlib.Path(ROOT) / "test-artifacts" / "inbox")
 XSS_MESSAGE = "<img src=x onerror=alert(1)>"
+# What the page gets for any address not on the test's server (Playwright answers it).
+PICTURE = (b'<svg xmlns="http://www.w3.org/2000/svg" width="48" height="32">'
+           b'<rect width="48" height="32" fill="teal"/></svg>')
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed "
@@ -184,6 +189,15 @@ def test_an_agent_works_a_chat_from_sign_in_to_a_server_restart(cast, watched):
     requests.put(f"{server.url}/api/agent/replies/thanks", timeout=10,
                  headers={"Authorization": f"Bearer {token}"},
                  json={"data": {"text": "Thanks for waiting!"}}).raise_for_status()
+    # 280 KB of saved replies sorted before it: "thanks" comes on the second page of
+    # /replies (pages stop at MAX_POLL_PAGE_BYTES, 256 KiB), which the page must follow.
+    for number in range(7):
+        requests.put(f"{server.url}/api/agent/replies/big-{number}", timeout=10,
+                     headers={"Authorization": f"Bearer {token}",
+                              "Content-Type": "application/json"},
+                     data=json.dumps({"data": {"text": "\U0001f600" * 10_000}},
+                                     ensure_ascii=False).encode()).raise_for_status()
+    assert agent_api(server, token, "/replies")["has_more"] is True
 
     # Signing in through the link: the token leaves the address bar, stays in the session.
     watched_page = watched()
@@ -202,6 +216,13 @@ def test_an_agent_works_a_chat_from_sign_in_to_a_server_restart(cast, watched):
     watched_page.screenshot("01-unassigned")
     open_chat(page, chat_id)
     expect(transcript_item(page, "Hello, my invoice is wrong")).to_be_visible()
+    # The plan and the account's age are the customer's app's word, and say so.
+    claims = page.locator("#customer-claims")
+    expect(claims.get_by_role("heading")).to_have_text(re.compile(
+        "Reported by the client app.*not verified"))
+    expect(claims.locator("#customer-plan")).to_have_text("Premium Plan")
+    expect(claims.locator("#customer-created")).not_to_have_text("Unknown")
+    expect(claims.locator("#customer-email")).to_have_count(0)  # the token vouches for that
     wait_until(lambda: agent_api(server, token, f"/chats/{chat_id}")["agent_read_seq"] == 1,
                what="opening the chat to move the agents' read mark")
     page.locator("#assign-me").click()
@@ -289,6 +310,8 @@ def test_a_page_whose_cursor_expired_reloads_what_it_shows(cast, watched):
 def test_customer_text_is_shown_as_text_and_runs_nothing(cast, watched):
     server, customer, token = cast["server"], cast["customer"], cast["token"]
     chat_id = customer.create(XSS_MESSAGE, image_url="https://example.com/cat.png")
+    customer.call("chat", chat_id=chat_id, message="A photo",
+                  image_url="https://img.example.test/photo.png")
     for text in ("javascript link", "svg link", "address link"):
         customer.send(chat_id, text)
     # Addresses the customer API would refuse, as an older release or an import left them.
@@ -298,15 +321,61 @@ def test_customer_text_is_shown_as_text_and_runs_nothing(cast, watched):
                           ("svg link", 'https://e.com/"><svg onload=alert(1)>'),
                           ("address link", "https://93.184.216.34/cat.png")):
             models.Message.update(image_url=url).where(models.Message.body == body).execute()
+    # Two customers whose addresses look the same: the first "a" of one is Cyrillic.
+    look_alike = new_customer(cast["app"], email="\u0430lice@example.com").create("It is Alice")
+    plain = new_customer(cast["app"], email="alice@example.com").create("Alice here")
     release_database()
 
     watched_page = watched()
     page = watched_page.page
+    # Every request for another host is recorded and answered here: nothing leaves the machine.
+    elsewhere = []
+
+    def answer_elsewhere(route):
+        elsewhere.append((route.request.url, route.request.headers.get("referer")))
+        route.fulfill(status=200, content_type="image/svg+xml", body=PICTURE)
+
+    page.route(lambda url: not url.startswith(f"{server.url}/"), answer_elsewhere)
     sign_in_by_link(page, server, token)
     expect(row(page, chat_id).locator(".preview")).to_contain_text("address link")
+
+    # The look-alike address is marked wherever it shows, its Cyrillic letter set apart; the
+    # plain one is not.
+    warned, unwarned = row(page, look_alike), row(page, plain)
+    expect(warned.locator(".email")).to_have_text("\u0430lice@example.com")
+    expect(warned.locator(".email .non-ascii")).to_have_text("\u0430")
+    warning = warned.locator(".address-warning")
+    expect(warning).to_have_text("mixed scripts: Latin + Cyrillic")
+    expect(warning).to_have_attribute("title", re.compile(r"U\+0430 Cyrillic"))
+    expect(warning).to_have_attribute("aria-label", re.compile("mixes Latin and Cyrillic"))
+    expect(unwarned.locator(".email")).to_have_text("alice@example.com")
+    expect(unwarned.locator(".address-warning")).to_be_hidden()
+    open_chat(page, look_alike)
+    expect(page.locator("#chat-title .address-warning")).to_have_text(
+        "mixed scripts: Latin + Cyrillic")
+    expect(page.locator("#customer-details .address-warning")).to_be_visible()
+    expect(page.locator("#customer-email")).to_contain_text("U+0430")
+    open_chat(page, plain)
+    expect(page.locator("#chat-title")).to_have_text("alice@example.com")
+    expect(page.locator(".chat-pane .address-warning:visible, "
+                        "#customer-panel .address-warning:visible")).to_have_count(0)
+
     open_chat(page, chat_id)
     first = transcript_item(page, XSS_MESSAGE)
     expect(first.locator(".body")).to_have_text(XSS_MESSAGE)
+    # A thumbnail waits for the agent's click: opening the chat told no host it was read.
+    photo = transcript_item(page, "A photo")
+    load = photo.get_by_role("button")
+    expect(load).to_have_text("Image from img.example.test \u2014 click to load")
+    expect(first.get_by_role("button")).to_contain_text("example.com")
+    expect(page.locator("#transcript img")).to_have_count(0)
+    assert elsewhere == []
+    load.click()
+    expect(photo.locator("img.thumb")).to_be_visible()
+    expect(photo.locator("img.thumb")).to_have_attribute("referrerpolicy", "no-referrer")
+    photo.locator("img.thumb").evaluate("image => image.decode()")  # loaded (or throws)
+    assert elsewhere == [("https://img.example.test/photo.png", None)]
+    first.get_by_role("button").click()
     thumbnail = first.locator("img.thumb")
     expect(thumbnail).to_have_attribute("src", "https://example.com/cat.png")
     expect(thumbnail).to_have_attribute("referrerpolicy", "no-referrer")
@@ -322,9 +391,12 @@ def test_customer_text_is_shown_as_text_and_runs_nothing(cast, watched):
     address = transcript_item(page, "address link")
     expect(address.locator("a.image-link")).to_have_count(1)
     expect(address.locator("img")).to_have_count(0)  # a bare IP address gets no thumbnail
+    expect(address.locator("button")).to_have_count(0)  # ...nor a button to load one
     assert page.locator("#transcript svg, #transcript img[src='x']").count() == 0
     # Every image has loaded or failed: an injected handler has had its chance (none may run).
     page.wait_for_function("() => [...document.images].every(image => image.complete)")
+    assert [url for url, _ in elsewhere] == ["https://img.example.test/photo.png",
+                                             "https://example.com/cat.png"]
     watched_page.screenshot("04-hostile-text")
 
 

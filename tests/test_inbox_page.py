@@ -57,6 +57,7 @@ def test_the_page_and_its_files_carry_a_strict_policy(client, path):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-DNS-Prefetch-Control"] == "off"
 
 
 def test_the_page_is_html_and_its_files_have_their_types(client):

@@ -70,3 +70,27 @@ def test_a_real_server_answers_404_for_impossible_ids(tmp_path, database_url, ap
                 assert response.status_code == 404, (method, path, chat_id, response.text)
                 assert response.json()["error"]["code"] == "chat_not_found"
         assert "Traceback" not in server.log()
+
+
+DOUBLED_SLASHES = [("POST", "/api/client/live//chat"), ("POST", "/api/client/live/create//"),
+                   ("GET", "/api/agent//chats"), ("GET", "/static//inbox.js"),
+                   ("GET", "/api/agent/chats//messages")]
+
+
+@pytest.mark.slow
+def test_a_doubled_slash_is_a_json_404_never_a_redirect(tmp_path, database_url, app):
+    """werkzeug's default answers a 308 in HTML to the merged path, its URL built from the
+    Host header with http://."""
+    agent = new_agent(app, "alice")
+    release_database()
+    with running_server(tmp_path, database_url) as server, requests.Session() as session:
+        for method, path in DOUBLED_SLASHES:
+            response = session.request(method, server.url + path, timeout=30,
+                                       allow_redirects=False, headers=agent.headers,
+                                       json={"data": {}} if method == "POST" else None)
+            assert response.status_code == 404, (path, response.status_code, response.text)
+            assert "Location" not in response.headers
+            assert response.headers["Content-Type"] == "application/json"
+            assert response.headers["Cache-Control"] == "no-store"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.json()["error"]["code"] == "not_found"

@@ -1,8 +1,16 @@
 """Field validation: every bad field is a 400 validation_error naming the field."""
 import pytest
+import requests
 
 import models
-from helpers import assert_error
+from helpers import (
+    assert_error,
+    live_post,
+    new_agent,
+    new_customer,
+    release_database,
+    running_server,
+)
 
 GOOD_CREATE = {"name": "Premium Plan", "plan_id": 5, "created_at": 1679223400,
                "message": "hello"}
@@ -130,3 +138,31 @@ def test_agent_query_numbers_in_ascii_are_read(customer, agent, params):
     response = agent.get(f"/chats/{chat_id}/messages", **params)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert [m["seq"] for m in response.json["data"]["messages"]] == [1]
+
+
+INVISIBLE_MESSAGES = ["\u200b", "\u200b\u200c\u200d", "\u200f \u200e", "\ufeff", "\u2060",
+                      "\u3164", "\u2800 \u3000", "\u00ad"]
+
+
+@pytest.mark.slow
+def test_a_message_of_invisible_characters_is_blank_on_a_real_server(tmp_path, database_url,
+                                                                     app):
+    customer = new_customer(app)
+    chat_id = customer.create("hello")
+    agent = new_agent(app, "alice")
+    release_database()
+    with running_server(tmp_path, database_url) as server:
+        for text in INVISIBLE_MESSAGES:
+            for answer in (
+                    live_post(requests, server.url, "chat", customer.email, customer.token,
+                              {"chat_id": chat_id, "message": text}),
+                    requests.post(f"{server.url}/api/agent/chats/{chat_id}/messages",
+                                  json={"data": {"message": text}}, headers=agent.headers,
+                                  timeout=30)):
+                assert answer.status_code == 400, (text, answer.text)
+                assert answer.json()["error"]["fields"] == {"message": ["Must not be blank."]}
+        # Text that shows stays valid, joiners and marks included.
+        for text in ("\u200bhi", "\U0001f469\u200d\U0001f4bb", "\u05e9\u05dc\u05d5\u05dd\u200f"):
+            answer = live_post(requests, server.url, "chat", customer.email, customer.token,
+                               {"chat_id": chat_id, "message": text})
+            assert answer.status_code == 200, (text, answer.text)

@@ -134,6 +134,63 @@ def test_the_readme_javascript_check_accepts_real_deliveries_and_refuses_forgeri
     assert json.loads(result.stdout) == [expected for *_, expected in cases]
 
 
+def readme_verified_event():
+    namespace = {}
+    exec(readme_snippet("python"), namespace)
+    return namespace["verified_event"]
+
+
+def forged_replays(request):
+    """A captured delivery sent again within the five minutes, its unsigned headers changed to
+    slip past a dedupe or a router that trusts them."""
+    other_id = {**request.headers, "X-Livechat-Event-Id": str(request.event_id + 1000)}
+    other_type = {**request.headers, "X-Livechat-Event-Type": "chat.deleted"}
+    return [other_id, other_type]
+
+
+def test_the_readme_check_takes_id_and_type_from_the_signed_body_only(make_app, receiver):
+    receiver.start()
+    app = hooked_app(make_app, receiver)
+    a_conversation(app)
+    wait_until(lambda: len(receiver.delivered_ids()) == 8, what="8 deliveries")
+    verified_event = readme_verified_event()
+    for request in receiver.requests():
+        event = verified_event(SECRET, request.headers, request.body)
+        assert event == json.loads(request.body)
+        assert (event["id"], event["type"]) == (request.event_id, request.event_type)
+        for headers in forged_replays(request):
+            assert readme_verify()(SECRET, headers["X-Livechat-Signature"], request.body)
+            assert verified_event(SECRET, headers, request.body) is None
+        without_hints = {name: value for name, value in request.headers.items()
+                         if not name.startswith("X-Livechat-Event-")}
+        assert verified_event(SECRET, without_hints, request.body) == event
+        assert verified_event(SECRET, request.headers, request.body + b" ") is None
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_readme_javascript_event_check_refuses_forged_headers(make_app, receiver,
+                                                                  tmp_path):
+    receiver.start()
+    app = hooked_app(make_app, receiver)
+    new_customer(app).create("Hello from JS")
+    wait_until(lambda: len(receiver.delivered_ids()) == 2, what="2 deliveries")
+    request = receiver.requests()[0]
+    node_headers = [{name.lower(): value for name, value in headers.items()}
+                    for headers in [request.headers, *forged_replays(request)]]
+    (tmp_path / "verify.js").write_text(readme_snippet("javascript"))
+    (tmp_path / "run.js").write_text(
+        "const { verifiedEvent } = require('./verify.js');\n"
+        "const { headers, body } = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n"
+        "console.log(JSON.stringify(headers.map((h) =>"
+        " verifiedEvent(process.argv[2], h, Buffer.from(body, 'utf8')))));\n")
+    result = subprocess.run(["node", "run.js", SECRET], cwd=tmp_path, capture_output=True,
+                            input=json.dumps({"headers": node_headers,
+                                              "body": request.body.decode()}),
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [json.loads(request.body), None, None]
+
+
 class Script:
     """A receiver's answers in turn: each entry answers that many requests, the last one
     every request after."""

@@ -5,9 +5,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 import accounts
-from helpers import assert_error, new_agent, new_customer, wait_until
+from helpers import (
+    assert_error,
+    new_agent,
+    new_customer,
+    release_database,
+    running_server,
+    wait_until,
+)
 from receiver import Receiver
 from waiting_polls import record_waiting
 
@@ -328,7 +336,7 @@ def test_webhooks_get_notes_only_when_told_to(make_app, include):
 # --- saved replies -------------------------------------------------------------------------------
 
 def test_saved_replies_are_shared_created_replaced_and_deleted(client, ann, bob):
-    assert ok(ann.get("/replies")) == {"replies": []}
+    assert ok(ann.get("/replies")) == {"replies": [], "next_after": None, "has_more": False}
     created = put_reply(client, ann, "hello", "Hello! How can I help?")
     assert created.json["message"] == "Saved reply created."
     assert ok(created)["updated_by"] == {"name": "ann", "display_name": "Ann"}
@@ -355,7 +363,7 @@ def test_a_shortcut_of_other_characters_is_refused(client, ann, shortcut):
     assert body["error"]["fields"] == {"shortcut": ["Must be 1 to 32 letters, digits, - or _."]}
     assert_error(client.delete(f"/api/agent/replies/{shortcut}", headers=ann.headers), 400,
                  "validation_error")
-    assert ok(ann.get("/replies")) == {"replies": []}
+    assert ok(ann.get("/replies")) == {"replies": [], "next_after": None, "has_more": False}
 
 
 @pytest.mark.parametrize("body, code", [
@@ -366,7 +374,7 @@ def test_a_shortcut_of_other_characters_is_refused(client, ann, shortcut):
 def test_a_bad_saved_reply_is_refused(client, ann, body, code):
     response = client.put("/api/agent/replies/ok", json=body, headers=ann.headers)
     assert_error(response, 400, code)
-    assert ok(ann.get("/replies")) == {"replies": []}
+    assert ok(ann.get("/replies")) == {"replies": [], "next_after": None, "has_more": False}
 
 
 def test_saved_replies_are_capped(client, ann, monkeypatch):
@@ -439,3 +447,52 @@ def test_the_agent_and_the_agents(ann, bob, app):
         accounts.remove_agent("gone")
     assert ok(bob.get("/agents")) == {"agents": [{"name": "ann", "display_name": "Ann"},
                                                  {"name": "bob", "display_name": None}]}
+
+
+# --- agents' answers bounded in bytes --------------------------------------------------------
+
+EMOJI = "\U0001f600"  # 4 bytes in UTF-8
+
+
+def follow_pages(get, after_param):
+    """Every item of a paged answer, following `next_after`; and the pages' JSON sizes."""
+    items, sizes, after = [], [], None
+    while True:
+        answer = get({after_param: after} if after is not None else {})
+        assert answer.status_code == 200, answer.text
+        sizes.append(len(answer.content))
+        page = answer.json()["data"]
+        key = "replies" if "replies" in page else "notes"
+        items += page[key]
+        if not page["has_more"]:
+            return items, sizes
+        assert page[key] and page["next_after"] is not None
+        after = page["next_after"]
+
+
+@pytest.mark.slow
+def test_saved_replies_and_notes_come_in_pages_bounded_in_bytes_on_a_real_server(
+        tmp_path, database_url, app):
+    """500 saved replies of 10,000 characters were 20 MB in one answer, 100 notes 4 MB."""
+    agent = new_agent(app, "ann")
+    chat_id = new_customer(app).create("Hello")
+    release_database()
+    settings = {"MAX_POLL_PAGE_BYTES": "100000", "MAX_CONTENT_LENGTH": "1048576"}
+    with running_server(tmp_path, database_url, env=settings) as server:
+        api = f"{server.url}/api/agent"
+        for number in range(12):
+            text = f"{number} " + EMOJI * 9_000  # 36 KB each
+            assert requests.put(f"{api}/replies/r{number:02}", json={"data": {"text": text}},
+                                headers=agent.headers, timeout=30).status_code == 200
+            assert requests.post(f"{api}/chats/{chat_id}/notes", timeout=30,
+                                 json={"data": {"message": text}},
+                                 headers=agent.headers).status_code == 200
+        replies, reply_pages = follow_pages(lambda params: requests.get(
+            f"{api}/replies", params=params, headers=agent.headers, timeout=30), "after")
+        notes, note_pages = follow_pages(lambda params: requests.get(
+            f"{api}/chats/{chat_id}/notes", params={"limit": 100, **params},
+            headers=agent.headers, timeout=30), "after")
+    assert [reply["shortcut"] for reply in replies] == [f"r{n:02}" for n in range(12)]
+    assert [note["message"].split()[0] for note in notes] == [str(n) for n in range(12)]
+    for sizes in (reply_pages, note_pages):
+        assert len(sizes) >= 4 and max(sizes) <= 100_000 + 1_000  # the envelope beside
