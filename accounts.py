@@ -5,7 +5,7 @@ import secrets
 import string
 
 import queries
-from models import AGENT_TOKEN_PREFIX, Agent, User, utcnow, write_transaction
+from models import AGENT_TOKEN_PREFIX, MAX_EMAIL_LENGTH, Agent, User, utcnow, write_transaction
 
 
 class UserNotFound(Exception):
@@ -24,6 +24,20 @@ def normalize_email(email):
     would make look-alikes one user (KELVIN SIGN lower-cases to "k", and `str.strip` drops an
     IDEOGRAPHIC SPACE), so that provisioning one of them would take over another's account."""
     return email.strip(ASCII_WHITESPACE).translate(ASCII_LOWER)
+
+
+def is_possible_email(email):
+    """Whether a stored email could be this one (from a request, unvalidated): a text with no
+    NUL (PostgreSQL refuses one outright) nor lone surrogate (no driver can send one), no
+    longer once normalized than a provisioned email may be (in characters, not bytes: a
+    valid address of many non-ASCII letters must sign in)."""
+    if not isinstance(email, str) or "\x00" in email:
+        return False
+    try:
+        email.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return 0 < len(normalize_email(email)) <= MAX_EMAIL_LENGTH
 
 
 def find_active_user(email):

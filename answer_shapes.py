@@ -66,7 +66,8 @@ class Event(Schema):
         ["chat.created", "message.created", "chat.closed", "chat.reopened", "chat.read",
          "chat.assigned", "note.created"]))
     created_at = required(fields.DateTime)
-    data = required(fields.Dict, metadata={"description": "see the README's event types"})
+    data = required(fields.Dict, metadata={
+        "description": "see the event types in docs/events-and-webhooks.md"})
 
 
 class EventPage(Schema):

@@ -1,7 +1,7 @@
 """SupportZen live chat: the application factory and the production entry point.
 
     python app.py                          # waitress on HOST:PORT (serve.py)
-    waitress-serve --call app:create_app   # waitress's own launcher (see the README's flags)
+    waitress-serve --call app:create_app   # waitress's own launcher (docs/operations.md: flags)
     flask --app app run                    # development server
 
 Every launcher gets the same log format and the access log (`configure_logging`,
@@ -14,7 +14,6 @@ background threads, the start-up log.
 """
 import logging
 import os
-import re
 import threading
 import time
 
@@ -33,7 +32,7 @@ import webhooks
 from changes import changes
 from dbtrouble import database_trouble, describe_failure
 from envelope import success
-from errors import ONE_LINE_PER_RECORD, printable, register_error_handlers
+from errors import ONE_LINE_PER_RECORD, logged_path, printable, register_error_handlers
 from ratelimits import setup_limits
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,15 +67,6 @@ def field(text):
     """`text` as one field of an access-log line: control characters escaped (a path's %0A
     forges no line), spaces too (they separate the fields)."""
     return printable(text).replace(" ", "\\x20")
-
-
-# A path that names a customer by email (the agents' customer panel) is logged without it:
-# the access log is no place for customers' addresses.
-PATHS_WITH_EMAILS = re.compile(r"(/api/agent/customers/).+", re.DOTALL)
-
-
-def logged_path(path):
-    return PATHS_WITH_EMAILS.sub(r"\1<email>", path)
 
 
 def log_requests(app):
@@ -240,7 +230,8 @@ def create_app(config=None):
 
 
 # Requests that need no database, answered even while start-up cannot reach it.
-NO_DATABASE_ENDPOINTS = {"openapi.openapi_document", "inbox.inbox_page", "static"}
+NO_DATABASE_ENDPOINTS = {"openapi.openapi_document", "inbox.inbox_page", "inbox.front_page",
+                         "inbox.doc_file", "static"}
 
 
 def start_serving_before_first_request(app):

@@ -53,14 +53,6 @@ def utf8(value):
         return None
 
 
-def could_be_email(email, email_bytes):
-    """Worth a lookup: a non-blank text that any database can take as a parameter, no longer
-    once normalized than a provisioned email may be (the same rule in characters, not bytes:
-    a valid address of many non-ASCII letters must sign in)."""
-    return bool(email_bytes) and b"\x00" not in email_bytes \
-        and 0 < len(accounts.normalize_email(email)) <= models.MAX_EMAIL_LENGTH
-
-
 def sign(key, message):
     return hmac.digest(key, message, "sha256").hex().encode("ascii")
 
@@ -71,7 +63,7 @@ def authenticate_user(data):
     token = bearer_token()
     email = data.get("email")
     email_bytes = utf8(email)
-    user = accounts.find_active_user(email) if could_be_email(email, email_bytes) else None
+    user = accounts.find_active_user(email) if accounts.is_possible_email(email) else None
     key = user.uuid.encode("utf-8") if user else DUMMY_KEY.encode("ascii")
     expected = sign(key, email_bytes or b"")
     given = token.lower().encode("ascii") if token and HEX_TOKEN.match(token) else b"-" * 64

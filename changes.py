@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from typing import NamedTuple
 
 import queries
 from dbtrouble import OnceAMinute
@@ -41,6 +42,13 @@ ANNOUNCED_KEPT_SECONDS = 10.0
 
 # Tells this process's own notifications from the others' on a shared PostgreSQL.
 INSTANCE = uuid.uuid4().hex[:12]
+
+
+class Announced(NamedTuple):
+    """A change this process committed and announced: the chat's `updated_at` as stored, and
+    when (monotonic seconds) it was announced."""
+    stamp: str
+    at: float
 
 
 class Waiter:
@@ -66,7 +74,7 @@ class ChatChanges:
         self._lock = threading.Lock()
         self._waiters = {}  # chat id -> {Waiter: None}, an ordered set
         # SQLite: the last change of each chat this process committed and announced itself,
-        # (chat id -> its updated_at as stored), so that the watcher does not announce it twice.
+        # (chat id -> `Announced`), so that the watcher does not announce it twice.
         self._announced = collections.OrderedDict()
         self.woken = 0  # waiting polls woken by a change, since the process started
         # SQLite: the newest event this process wrote (the watcher skips what it announced).
@@ -139,11 +147,11 @@ class ChatChanges:
     def _note_announced(self, chat_id, stamp):
         now = time.monotonic()
         with self._lock:
-            self._announced[chat_id] = (stored_stamp(stamp), now)
+            self._announced[chat_id] = Announced(stored_stamp(stamp), now)
             self._announced.move_to_end(chat_id)
             while self._announced:
                 oldest = next(iter(self._announced.values()))
-                if now - oldest[1] < ANNOUNCED_KEPT_SECONDS:
+                if now - oldest.at < ANNOUNCED_KEPT_SECONDS:
                     break
                 self._announced.popitem(last=False)
 
@@ -152,7 +160,7 @@ class ChatChanges:
         if stamp is not None:
             with self._lock:
                 announced = self._announced.get(chat_id)
-                if announced is not None and announced[0] == stamp:
+                if announced is not None and announced.stamp == stamp:
                     return  # our own commit, already announced
         self.notify(chat_id, status_changed)
 
@@ -288,13 +296,12 @@ class SQLiteWatch:
     def open(self):
         self.connection = open_watch_connection(self.path)
         self.version = self._data_version()
-        newest = self.connection.execute(queries.NEWEST_CHAT_CHANGE.sql).fetchone()[0] or ""
+        newest = queries.NEWEST_CHAT_CHANGE.value_on(self.connection) or ""
         self.since = min(newest, stored_stamp(utcnow()))
         self.newest_event = self._newest_event()
 
     def _newest_event(self):
-        row = self.connection.execute(queries.NEWEST_EVENT_ID.sql).fetchone()
-        return row[0] if row else 0
+        return queries.NEWEST_EVENT_ID.value_on(self.connection) or 0
 
     def _data_version(self):
         return self.connection.execute("PRAGMA data_version").fetchone()[0]
@@ -309,13 +316,13 @@ class SQLiteWatch:
         if version == self.version:
             return []
         self.version = version
-        rows = self.connection.execute(queries.CHATS_CHANGED_SINCE.sql, (self.since,)).fetchall()
+        rows = queries.CHATS_CHANGED_SINCE.all_on(self.connection, self.since)
         if rows:
             # Never past this machine's clock: a chat stamped in the future (a clock stepped
             # back, data copied from a fast one) would otherwise hide every change until then.
             # Such a chat is only announced again with each change, until its time comes.
-            self.since = min(rows[-1][1], stored_stamp(utcnow()))
-        found = [(chat_id, stamp, False) for chat_id, stamp in rows]
+            self.since = min(rows[-1].updated_at, stored_stamp(utcnow()))
+        found = [(row.id, row.updated_at, False) for row in rows]
         newest_event = self._newest_event()
         if newest_event != self.newest_event:
             self.newest_event = newest_event

@@ -15,7 +15,6 @@ import binascii
 import dataclasses
 import datetime
 import json
-import re
 from typing import NamedTuple
 
 import events
@@ -26,6 +25,7 @@ from models import (
     SENDER_AGENT,
     SENDER_USER,
     as_datetime,
+    is_public_id,
     new_public_id,
     utcnow,
     write_transaction,
@@ -298,9 +298,6 @@ class ChatListQuery(NamedTuple):
     order: str = "recent"
 # A cursor records the list order it came from: one of a "waiting" list is marked so.
 WAITING_CURSOR = "waiting"
-# The public id that `create_chat` gives a chat (models.new_public_id): the only one a cursor
-# can name.
-CURSOR_CHAT_ID = re.compile(r"chat-[A-Za-z0-9_-]{22}")
 
 
 def encode_cursor(row, order="recent"):
@@ -329,7 +326,8 @@ def decode_cursor(cursor, order="recent"):
         stamp = public_id = None
     # Cursors are made here, so anything else is forged: an id no chat could have, or a time
     # that is not our naive UTC.
-    if public_id is None or not CURSOR_CHAT_ID.fullmatch(public_id) or stamp.tzinfo is not None:
+    # (Only an id `create_chat` gives a chat can be named by a cursor.)
+    if public_id is None or not is_public_id(public_id, "chat") or stamp.tzinfo is not None:
         raise InvalidCursor()
     return stamp, public_id
 

@@ -16,12 +16,13 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
-from peewee import DatabaseError
+from peewee import DatabaseError, ImproperlyConfigured
 
 import accounts
 import dbcopy
 import migrations
 import models
+from dbtrouble import describe_failure
 from schemas import MAX_NAME_LENGTH, UserSchema
 
 
@@ -33,6 +34,10 @@ def database_errors_explained():
     except DatabaseError as error:
         raise click.ClickException(
             f"cannot use the database ({models.describe_database()}): {error}") from None
+    except ImproperlyConfigured as error:  # no PostgreSQL driver installed
+        raise click.ClickException(
+            f"cannot use the database ({models.describe_database()}): "
+            f"{describe_failure(error)}") from None
     except migrations.SchemaTooNew as error:
         raise click.ClickException(str(error)) from None
 

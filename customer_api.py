@@ -1,5 +1,5 @@
-"""The customer API: the two endpoints of `shared/spec/live-chat-api.md`, then polling for
-replies, the chat list, read marks and closing."""
+"""The customer API: the two endpoints real client apps speak (create, chat: see
+docs/customer-api.md), then polling for replies, the chat list, read marks and closing."""
 from flask import Blueprint, current_app, g
 
 import answers

@@ -78,6 +78,8 @@ def lost_connection(error):
 def describe_failure(error):
     """`error` in one line for the log: the database's root cause, or what the system said
     (a folder that cannot be made, say), or the exception's own message."""
+    if isinstance(error, peewee.ImproperlyConfigured):  # peewee's word for a missing driver
+        return "PostgreSQL needs its driver: pip install -r requirements-postgres.txt"
     if isinstance(error, (peewee.PeeweeException, sqlite3.Error)):
         return str(root_cause(error)) or type(error).__name__
     if isinstance(error, OSError) and error.strerror:

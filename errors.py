@@ -30,6 +30,7 @@ import idempotency
 import ratelimits
 import workspace
 from envelope import APIError, failure, invalid_fields, options_answer
+from schemas import INVISIBLE_CHARACTERS
 
 # Domain exceptions, each with the answer it gets: (status, code, message[, headers]).
 DOMAIN_ERRORS = {
@@ -79,12 +80,22 @@ HTTP_ERRORS = {
 STATEMENT_ERRORS = (ProgrammingError, DataError, NotSupportedError)
 
 # Characters that would end or disguise a log line: C0 and C1 controls (newlines, escape
-# sequences), DEL, the Unicode line separators, and the invisible format characters that
-# reorder or hide text: bidirectional marks (ALM, LRM, RLM), embeddings, overrides and
-# isolates, zero-width characters, and the byte-order mark.
-CONTROL_CHARACTERS = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
-    "\ufff9-\ufffb]")
+# sequences), DEL, and the invisible ones (schemas.invisible_characters): the Unicode line
+# separators, and the format characters that reorder or hide text (direction marks,
+# overrides and isolates, zero-width characters, tags).
+CONTROL_CHARACTERS = re.compile(f"[\x00-\x1f\x7f-\x9f{INVISIBLE_CHARACTERS}]")
+
+
+# A path that names a customer by email (the agents' customer panel) is logged without it:
+# the logs are no place for customers' addresses.
+CUSTOMER_PATH = "/api/agent/customers/"
+PATHS_WITH_EMAILS = re.compile(r"(/api/agent/customers/).+", re.DOTALL)
+# The same path inside a message (Flask's "Exception on <path> [GET]"): up to a space.
+PATHS_WITH_EMAILS_IN_TEXT = re.compile(r"(/api/agent/customers/)\S+")
+
+
+def logged_path(path):
+    return PATHS_WITH_EMAILS.sub(r"\1<email>", path)
 
 
 def printable(text):
@@ -95,13 +106,17 @@ def printable(text):
 
 class OneLinePerRecord(logging.Filter):
     """Escapes control characters in every message the app logs, those Flask logs itself
-    (its "Exception on <path>" line) included. A traceback, kept apart, stays multi-line."""
+    (its "Exception on <path>" line) included, and takes customers' emails out of the paths
+    it names. A traceback, kept apart, stays multi-line."""
 
     def filter(self, record):
         try:
             message = record.getMessage()
         except Exception:  # a bad format: logging reports it itself, later
             return True
+        if CUSTOMER_PATH in message:
+            message = PATHS_WITH_EMAILS_IN_TEXT.sub(r"\1<email>", message)
+            record.msg, record.args = message, ()
         if CONTROL_CHARACTERS.search(message):
             record.msg, record.args = printable(message), ()
         return True
@@ -159,7 +174,7 @@ def handle_database_unavailable(error):
 
 def handle_unexpected(error):
     current_app.logger.exception("unexpected error on %s %s", printable(request.method),
-                                 printable(request.path))
+                                 printable(logged_path(request.path)))
     return failure(APIError(500, "internal_error", "An unexpected error occurred."))
 
 

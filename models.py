@@ -9,6 +9,7 @@ import datetime
 import errno
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
@@ -58,6 +59,14 @@ def iso_utc(moment):
 def new_public_id(prefix):
     """An opaque, unguessable id: 128 random bits as 22 URL-safe characters."""
     return f"{prefix}-{secrets.token_urlsafe(16)}"
+
+
+def is_public_id(value, prefix):
+    """Whether `value` has the shape `new_public_id(prefix)` gives."""
+    return PUBLIC_ID.fullmatch(value) is not None and value.startswith(f"{prefix}-")
+
+
+PUBLIC_ID = re.compile(r"[a-z]+-[A-Za-z0-9_-]{22}")
 
 
 class BaseModel(Model):
@@ -266,9 +275,8 @@ def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_cur
                      ("wal_autocheckpoint", SQLITE_BACKSTOP_CHECKPOINT_PAGES)],
         )
     elif scheme in ("postgres", "postgresql"):
-        if peewee.psycopg is None and peewee.psycopg2 is None:
-            raise RuntimeError("PostgreSQL needs its driver: "
-                               "pip install -r requirements-postgres.txt")
+        # Without the driver installed, the first connection raises ImproperlyConfigured
+        # (dbtrouble.describe_failure says what to install); building the app needs none.
         options.update(stale_timeout=300)
     else:
         raise ValueError(f"unsupported DATABASE_URL scheme: {parts.scheme!r}")

@@ -58,6 +58,17 @@ class Statement:
         row = self.execute(*params).fetchone()
         return None if row is None else row[0]
 
+    # The same on a connection of the driver's own, outside peewee's pool (SQLite's change
+    # watcher has one): rows with names there too.
+
+    def all_on(self, connection, *params):
+        self._require_columns()
+        return list(map(self._row, connection.execute(self.sql, params).fetchall()))
+
+    def value_on(self, connection, *params):
+        row = connection.execute(self.sql, params).fetchone()
+        return None if row is None else row[0]
+
     def _require_columns(self):
         if self._row is None:
             raise TypeError(f"rows need the statement's column names: {self.sql}")

@@ -27,6 +27,7 @@ flask-limiter 4.1.1 (with limits 5.8.0 and redis 7.4.1): it sets `Limiter._stora
 calls on the request path.
 """
 import functools
+import importlib.metadata
 import math
 import threading
 import time
@@ -38,6 +39,19 @@ from limits.storage import MemoryStorage
 from werkzeug.exceptions import RequestHeaderFieldsTooLarge
 
 import settings
+
+# The releases whose internals this module was checked against (tests/test_limits.py compares
+# them with what is installed): flask-limiter's `_storage_dead`, `_storage_options` and its
+# `__filter_limits` asking `self._storage.check()` of a store it found down; redis-py's
+# `from_url` making clients that do not retry a timeout.
+VERIFIED_RATE_LIMITING = {"flask-limiter": "4.1", "limits": "5.8", "redis": "7.4"}
+
+
+def installed_rate_limiting():
+    """{package: major.minor} as installed, for the packages of VERIFIED_RATE_LIMITING."""
+    return {name: ".".join(importlib.metadata.version(name).split(".")[:2])
+            for name in VERIFIED_RATE_LIMITING}
+
 
 limiter = Limiter(key_func=get_remote_address, in_memory_fallback_enabled=True)
 
@@ -118,7 +132,8 @@ def storage_status():
     """Where the rate limits are counted now, for /healthz: "ok" (in RATELIMIT_STORAGE_URI),
     "memory fallback" (that store was found unreachable: this process counts on its own until
     it answers again) or "off" (RATELIMIT_ENABLED is false). It waits for the store only
-    for the process's first ping, and at most FIRST_ANSWER_WAIT."""
+    for the process's first ping only, and at most FIRST_ANSWER_WAIT (a short deadline, once):
+    after that it tells what the watch last found."""
     if not current_app.config["RATELIMIT_ENABLED"]:
         return "off"
     if limiter.limiter.storage is not limiter.storage:

@@ -12,6 +12,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from accounts import normalize_email
 from models import MAX_EMAIL_LENGTH
+from workspace import SHORTCUT
 
 MAX_MESSAGE_LENGTH = 10_000
 MAX_NAME_LENGTH = 200
@@ -37,16 +38,31 @@ def uuid_shape(value):
 
 
 # Letters that show as nothing (Hangul fillers, the braille blank, the Mongolian vowel
-# separator): a message of only these is as blank as one of spaces.
-INVISIBLE_LETTERS = frozenset("\u115f\u1160\u180e\u2800\u3164\uffa0")
+# separator).
+INVISIBLE_LETTERS = "\u115f\u1160\u180e\u2800\u3164\uffa0"
+# The planes that hold format characters (the tags, U+E0000 on, can hide a whole text).
+PLANES_WITH_FORMAT_CHARACTERS = (range(0x20000), range(0xE0000, 0xE1000))
+
+
+def invisible_characters():
+    """A regular expression's character class (without the brackets) of the characters that
+    show as nothing or reorder what is shown: format characters (ZERO WIDTH SPACE, direction
+    marks and overrides, the byte-order mark, soft hyphens, tags), the line and paragraph
+    separators, and the invisible letters. One rule for a message that is blank and for what
+    the logs escape (errors.printable)."""
+    chars = {chr(code) for plane in PLANES_WITH_FORMAT_CHARACTERS for code in plane
+             if unicodedata.category(chr(code)) in ("Cf", "Zl", "Zp")} | set(INVISIBLE_LETTERS)
+    return "".join(re.escape(char) for char in sorted(chars))
+
+
+INVISIBLE_CHARACTERS = invisible_characters()
+BLANK = re.compile(rf"[\s{INVISIBLE_CHARACTERS}]*")
 
 
 def not_blank(value):
-    """Some character besides spaces, invisible format characters (ZERO WIDTH SPACE, a
-    direction mark, the byte-order mark) and invisible letters. (Other controls stay
-    valid text: they are escaped wherever they are shown.)"""
-    if all(char.isspace() or unicodedata.category(char) == "Cf"
-           or char in INVISIBLE_LETTERS for char in value):
+    """Some character besides spaces and invisible ones (`invisible_characters`). (Other
+    controls stay valid text: they are escaped wherever they are shown.)"""
+    if BLANK.fullmatch(value):
         raise ValidationError("Must not be blank.")
 
 
@@ -291,10 +307,14 @@ class NotesQuery(StrictSchema):
     limit = limit_field(MAX_PAGE_SIZE, strict=False)
 
 
+def shortcut_shape(value):
+    if not SHORTCUT.fullmatch(value):
+        raise ValidationError("Must be 1 to 32 letters, digits, - or _.")
+
+
 class RepliesQuery(StrictSchema):
     # The shortcut to go on after (a page's `next_after`): one a shortcut could be.
-    after = Text(load_default=None, min_length=1, max_length=32,
-                 validate=[validate.Regexp(r"[A-Za-z0-9_-]+\Z", flags=re.ASCII)])
+    after = fields.String(load_default=None, validate=shortcut_shape)
 
 
 class SavedReplySchema(StrictSchema):

@@ -179,14 +179,16 @@ def storage_uri(value):
 # ever, and on SQLite every request waits its turn behind that one (lane.py).
 STORE_TIMEOUT_SECONDS = 0.5
 STORE_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
-store_timeout = number(0, 60)  # seconds, as a URL's query gives them
+# Seconds, as a URL's query gives them; at most 5: on SQLite the request that finds the store
+# frozen waits that long in the request lane, and every other request with it.
+store_timeout = number(0, 5)
 
 
 def storage_options(uri):
     """The keyword options for the store of a valid `uri` (flask-limiter's
     RATELIMIT_STORAGE_OPTIONS): for Redis and Valkey, the short timeouts above, or those the
     URL's query gives (`?socket_timeout=2&socket_connect_timeout=1`). Raises Invalid for a
-    timeout there that is not a number of seconds above 0, at most 60."""
+    timeout there that is not a number of seconds above 0, at most 5."""
     parts = urlsplit(uri)
     if not parts.scheme.startswith(("redis", "valkey")):
         return {}
@@ -260,9 +262,8 @@ def database_url(value):
             port = 0
         if port == 0:
             raise Invalid("the port is not a number from 1 to 65535")
-        if not any(importlib.util.find_spec(driver) for driver in ("psycopg", "psycopg2")):
-            raise Invalid("PostgreSQL needs its driver: "
-                          "pip install -r requirements-postgres.txt")
+        # (A missing driver is said when the database is first used, so that --help and the
+        # commands that need no database still work: dbtrouble.describe_failure.)
         return value
     raise Invalid(f"the scheme {shown(parts.scheme)} is not sqlite, postgres or postgresql")
 

@@ -35,11 +35,19 @@ PING = "ping"  # `webhooks test` only: never in the log
 CONNECTIONS_PER_ENDPOINT = 8
 
 
-def signature(secret, timestamp, body):
-    """The X-Livechat-Signature value: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
-    keyed with WEBHOOK_SECRET."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
+def signature(secret, timestamp, body, event_id, event_type):
+    """The X-Livechat-Signature value, keyed with WEBHOOK_SECRET:
+    `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">,v2=<hex HMAC-SHA256 of
+    "<t>.<event id>.<event type>.<body>">`. v1 covers the body (which holds the event's id and
+    type); v2 covers the X-Livechat-Event-Id and X-Livechat-Event-Type headers as sent too, so
+    that a receiver trusting them can check them (a captured delivery replayed under another
+    id fails it)."""
+    def signed(message):
+        return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+    v1 = signed(f"{timestamp}.".encode() + body)
+    v2 = signed(f"{timestamp}.{event_id}.{event_type}.".encode() + body)
+    return f"t={timestamp},v1={v1},v2={v2}"
 
 
 class Outcome(NamedTuple):
@@ -106,7 +114,8 @@ def post(http, url, secret, event_id, event_type, body):
     """POST one event's body to `url`, signed now; its `Outcome`, within TIMEOUT_SECONDS."""
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                "X-Livechat-Event-Id": str(event_id), "X-Livechat-Event-Type": event_type,
-               "X-Livechat-Signature": signature(secret, int(time.time()), body)}
+               "X-Livechat-Signature": signature(secret, int(time.time()), body, event_id,
+                                                 event_type)}
     credentials = urllib3.util.parse_url(url).auth  # user:password@ in the URL: Basic auth
     if credentials:
         headers["Authorization"] = urllib3.util.make_headers(

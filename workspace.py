@@ -129,25 +129,28 @@ def add_note(chat, agent, body):
 def notes_after(chat, after, limit, max_bytes):
     """(the chat's notes numbered after `after`, oldest first, as JSON; the number to ask
     after next; whether more follow): at most `limit` notes and about `max_bytes` of them."""
-    rows = list(Note.select(Note.number, Note.public_id, Note.after_seq, Note.body,
-                            Note.created_at, Agent.name, Agent.display_name)
-                .join(Agent).where((Note.chat == chat.id) & (Note.number > after))
-                .order_by(Note.number).limit(limit + 1))
-    notes = [note_json(note.public_id, note.after_seq, note.body, note.agent,
-                       as_datetime(note.created_at)) for note in rows]
-    count = within_bytes(notes[:limit], max_bytes)
-    return notes[:count], rows[count - 1].number if count else after, len(rows) > count
+    rows = (Note.select(Note.number, Note.public_id, Note.after_seq, Note.body,
+                        Note.created_at, Agent.name, Agent.display_name)
+            .join(Agent).where((Note.chat == chat.id) & (Note.number > after))
+            .order_by(Note.number).limit(limit + 1))
+    notes = ((note.number, note_json(note.public_id, note.after_seq, note.body, note.agent,
+                                     as_datetime(note.created_at))) for note in rows)
+    page, has_more = page_within_bytes(notes, max_bytes, limit, shown=lambda pair: pair[1])
+    return [note for _, note in page], page[-1][0] if page else after, has_more
 
 
-def within_bytes(items, max_bytes):
-    """How many of `items` (JSON objects) a page holds within about `max_bytes` of JSON: the
-    first always, so that a reader going on after the last one sees every item once."""
-    size = 0
-    for index, item in enumerate(items):
-        size += chats.json_bytes(item) + 1  # and its comma
-        if size > max_bytes and index > 0:
-            return index
-    return len(items)
+def page_within_bytes(items, max_bytes, limit=None, shown=lambda item: item):
+    """(the first of `items` that a page holds, whether any is left out): at most `limit` of
+    them and about `max_bytes` of their JSON (`shown(item)`), the first always, so that a
+    reader going on after the last one sees every item once. `items` are taken only as far
+    as the page goes."""
+    page, size = [], 0
+    for item in items:
+        size += chats.json_bytes(shown(item)) + 1  # and a comma
+        if len(page) == limit or (size > max_bytes and page):
+            return page, True
+        page.append(item)
+    return page, False
 
 
 # --- saved replies -----------------------------------------------------------------------
@@ -171,10 +174,9 @@ def saved_replies(after, max_bytes):
     query = SavedReply.select(SavedReply, Agent).join(Agent, JOIN.LEFT_OUTER)
     if after is not None:
         query = query.where(SavedReply.shortcut > after)
-    replies = [saved_reply_json(reply) for reply in query.order_by(SavedReply.shortcut)]
-    count = within_bytes(replies, max_bytes)
-    page = replies[:count]
-    return page, page[-1]["shortcut"] if page else after, len(replies) > count
+    replies = (saved_reply_json(reply) for reply in query.order_by(SavedReply.shortcut))
+    page, has_more = page_within_bytes(replies, max_bytes)
+    return page, page[-1]["shortcut"] if page else after, has_more
 
 
 def save_reply(shortcut, text, agent):
@@ -204,24 +206,12 @@ def delete_reply(shortcut):
 
 # --- the customer beside a chat ----------------------------------------------------------
 
-def is_possible_email(email):
-    """Whether a stored email could be this one (from a URL, unvalidated): PostgreSQL refuses
-    a NUL outright, and no driver can send a lone surrogate."""
-    if not 0 < len(email) <= User.email.max_length or "\x00" in email:
-        return False
-    try:
-        email.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def customer_with_chats(email, before, limit):
     """The customer with this email (removed ones too: agents keep their history), and a page
     of their chats, most recent first: (customer JSON, chat rows, next cursor)."""
     email = accounts.normalize_email(email)
     # (A URL can carry what no stored email holds: PostgreSQL would refuse a NUL outright.)
-    user = User.get_or_none(User.email == email) if is_possible_email(email) else None
+    user = User.get_or_none(User.email == email) if accounts.is_possible_email(email) else None
     if user is None:
         raise CustomerNotFound()
     their_chats = Chat.select().where(Chat.user == user.id)

@@ -3,6 +3,8 @@ an operator runs it. --help works with the database unreachable, commands neithe
 start the server's threads, `db upgrade` alone changes the schema, and serving migrates."""
 import logging
 import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +14,7 @@ import cli
 import migrations
 import models
 from app import create_app
-from helpers import flask_command
+from helpers import ROOT, flask_command
 from test_migrations import build_version_1
 
 LATEST = migrations.LATEST
@@ -144,3 +146,29 @@ def test_serving_migrates_on_the_first_request(database_url, tmp_path, caplog):
     if on_sqlite:
         assert path.exists()
     assert migrations.current_version() == LATEST
+
+
+# `flask ...` where the PostgreSQL driver cannot be imported (not installed).
+WITHOUT_DRIVER = ["-c", "import sys; sys.modules['psycopg'] = sys.modules['psycopg2'] = None; "
+                        "from flask.cli import main; "
+                        "sys.argv = ['flask', '--app', 'app', *sys.argv[1:]]; main()"]
+
+
+def flask_without_driver(*args):
+    environment = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test"}
+    return subprocess.run([sys.executable, *WITHOUT_DRIVER, *args], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_help_works_without_the_postgresql_driver_and_using_the_database_says_what_to_install():
+    for command in [("--help",), ("users", "--help"), ("db", "upgrade", "--help")]:
+        result = flask_without_driver(*command)
+        assert result.returncode == 0, result.stderr
+        assert "Usage:" in result.stdout
+    used = flask_without_driver("users", "list")
+    assert used.returncode == 1
+    assert used.stderr.strip().splitlines()[-1] == (
+        "Error: cannot use the database (PostgreSQL database test on 127.0.0.1): PostgreSQL "
+        "needs its driver: pip install -r requirements-postgres.txt")
+    assert "Traceback" not in used.stderr

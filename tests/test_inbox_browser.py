@@ -223,6 +223,10 @@ def test_an_agent_works_a_chat_from_sign_in_to_a_server_restart(cast, watched):
     expect(claims.locator("#customer-plan")).to_have_text("Premium Plan")
     expect(claims.locator("#customer-created")).not_to_have_text("Unknown")
     expect(claims.locator("#customer-email")).to_have_count(0)  # the token vouches for that
+    # In the list and the chat's header too, visibly (a hover title alone reaches few).
+    for plan in (row(page, chat_id).locator(".plan"), page.locator("#chat-plan")):
+        expect(plan).to_have_text("app says: Premium Plan")
+        expect(plan).to_have_attribute("aria-label", re.compile("client app.*not verified"))
     wait_until(lambda: agent_api(server, token, f"/chats/{chat_id}")["agent_read_seq"] == 1,
                what="opening the chat to move the agents' read mark")
     page.locator("#assign-me").click()

@@ -1,4 +1,5 @@
 """Rate limits (per IP for failed auth, per user for sends, per agent) and other limits."""
+import inspect
 import os
 import uuid
 
@@ -7,6 +8,7 @@ import redis
 import requests
 
 import models
+import ratelimits
 from helpers import assert_error, new_agent, new_customer, running_server
 
 
@@ -146,3 +148,15 @@ def test_a_spoofed_forwarded_for_does_not_change_the_bucket(tmp_path, database_u
         with running_server(tmp_path, database_url, env=env) as server:
             spoofed = [f"203.0.113.{n}" for n in range(1, 6)]
             assert failures_until_limited(server, spoofed) == 3
+
+
+def test_rate_limiting_is_the_release_ratelimits_py_was_checked_on():
+    """ratelimits.py sets flask-limiter's private state and shadows the store's `check`, which
+    flask-limiter calls on the request path: another release may have changed them."""
+    assert ratelimits.installed_rate_limiting() == ratelimits.VERIFIED_RATE_LIMITING, (
+        "re-check ratelimits.py (StoreWatch, setup_limits) against the installed releases, then "
+        "update VERIFIED_RATE_LIMITING and the pins in requirements.txt")
+    limiter = ratelimits.limiter
+    assert hasattr(limiter, "_storage_dead") and hasattr(limiter, "_storage_options")
+    filter_limits = inspect.getsource(type(limiter)._Limiter__filter_limits)
+    assert "self._storage.check()" in filter_limits

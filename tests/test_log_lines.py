@@ -5,6 +5,7 @@ import logging
 import pytest
 
 import chats
+import workspace
 
 
 @pytest.mark.parametrize("raw, escaped", [
@@ -43,3 +44,32 @@ def test_flasks_own_exception_line_is_escaped_too(make_app, caplog):
     assert response.json["error"] == {"code": "internal_error"}
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Exception")]
     assert line == "Exception on /nowhere\\nforged [GET]"
+
+
+def test_an_unexpected_error_on_the_customer_panel_logs_no_email(agent, monkeypatch, caplog):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(workspace, "customer_with_chats", explode)
+    with caplog.at_level(logging.ERROR):
+        response = agent.get("/customers/pat.private%40example.com")
+    assert response.status_code == 500
+    assert "pat.private" not in caplog.text
+    [record] = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
+    assert record.getMessage() == "unexpected error on GET /api/agent/customers/<email>"
+
+
+def test_flasks_own_exception_line_logs_no_email(make_app, caplog):
+    app = make_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.after_request
+    def explode(response):
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR):
+        response = app.test_client().get("/api/agent/customers/pat.private@example.com")
+    assert response.status_code == 500
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Exception")]
+    assert line == "Exception on /api/agent/customers/<email> [GET]"
+    assert "pat.private" not in caplog.text

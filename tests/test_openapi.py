@@ -96,9 +96,9 @@ def test_document_covers_the_whole_api(client):
     routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
               for rule in client.application.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}
-              # (the inbox page and its files are not API)
-              if rule.endpoint not in ("static", "inbox.inbox_page",
-                                       "openapi.openapi_document")}
+              # (the pages for people and their files are not API)
+              if rule.endpoint not in ("static", "inbox.inbox_page", "inbox.front_page",
+                                       "inbox.doc_file", "openapi.openapi_document")}
     assert routes == operations
     create = document["paths"]["/api/client/live/create"]["post"]
     assert create["security"] == [{"customerHmac": []}]

@@ -185,7 +185,8 @@ def test_sigterm_answers_a_thousand_waiting_polls_and_exits_at_once(tmp_path, da
             "status": "success", "message": "Messages.", "error": None,
             "data": {"chatId": chats[number][2], "status": "open", "messages": [],
                      "next_after": 1, "has_more": False}}
-    assert max(answer.arrived for answer in answers.values()) - signalled < 3
+    # (The test's own client reads the 1,000 answers too: room for a loaded machine.)
+    assert max(answer.arrived for answer in answers.values()) - signalled < 5
     assert exited - signalled < 10  # the grace is 30 s
     assert f"waiting up to 30 s for {waiters} request(s) in flight" in log
     assert "every request in flight is answered: stopping" in log

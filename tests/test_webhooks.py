@@ -2,6 +2,8 @@
 in order per chat, through a receiver that is down, failing or slow, and across a crash."""
 import datetime
 import email.utils
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -36,11 +38,12 @@ FAST_RETRIES = {"WEBHOOK_FIRST_RETRY_SECONDS": 0.05}
 
 
 def readme_snippet(language):
-    """The README's signature check in `language` ("python" or "javascript")."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
+    """The documented signature check (docs/events-and-webhooks.md) in `language` ("python" or
+    "javascript")."""
+    with open(os.path.join(ROOT, "docs", "events-and-webhooks.md"), encoding="utf-8") as readme:
         text = readme.read()
-    section = text[text.index("#### Verifying a signature"):
-                   text.index("#### Seeing and acting on deliveries")]
+    section = text[text.index("### Verifying a signature"):
+                   text.index("### Seeing and acting on deliveries")]
     return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
 
 
@@ -165,6 +168,28 @@ def test_the_readme_check_takes_id_and_type_from_the_signed_body_only(make_app, 
                          if not name.startswith("X-Livechat-Event-")}
         assert verified_event(SECRET, without_hints, request.body) == event
         assert verified_event(SECRET, request.headers, request.body + b" ") is None
+
+
+def v2_holds(secret, headers, body):
+    """The v2 signature: HMAC-SHA256 of "<t>.<X-Livechat-Event-Id>.<X-Livechat-Event-Type>.
+    <body>", for receivers that act on those headers."""
+    parts = dict(item.split("=", 1) for item in headers["X-Livechat-Signature"].split(","))
+    signed = (f"{parts['t']}.{headers['X-Livechat-Event-Id']}."
+              f"{headers['X-Livechat-Event-Type']}.").encode() + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), parts["v2"].encode())
+
+
+def test_the_id_and_type_headers_are_signed_too(make_app, receiver):
+    receiver.start()
+    app = hooked_app(make_app, receiver)
+    a_conversation(app)
+    wait_until(lambda: len(receiver.delivered_ids()) == 8, what="8 deliveries")
+    for request in receiver.requests():
+        assert v2_holds(SECRET, request.headers, request.body)
+        for headers in forged_replays(request):
+            assert not v2_holds(SECRET, headers, request.body)
+        assert not v2_holds(SECRET, request.headers, request.body + b" ")
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
