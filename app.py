@@ -1,6 +1,6 @@
 """SupportZen live chat: the application factory and the production entry point.
 
-    python app.py                          # waitress on HOST:PORT (serve.py)
+    python app.py                          # waitress on HOST:PORT (server/serve.py)
     waitress-serve --call app:create_app   # waitress's own launcher (docs/operations.md: flags)
     flask --app app run                    # development server
 
@@ -14,27 +14,22 @@ background threads, the start-up log.
 """
 import logging
 import os
-import threading
 import time
 
-from flask import Flask, request
+from flask import Flask
 from flask_cors import CORS
 
-import accounts
-import checkpoints
-import lane
-import longpoll
-import migrations
 import models
-import ratelimits
 import settings
-import webhooks
-from changes import changes
-from dbtrouble import database_trouble, describe_failure
-from envelope import success
-from errors import ONE_LINE_PER_RECORD, logged_path, printable, register_error_handlers
-from ratelimits import setup_limits
+from api import longpoll, ratelimits
+from api.envelope import success
+from api.errors import ONE_LINE_PER_RECORD, logged_path, printable, register_error_handlers
+from api.ratelimits import setup_limits
+from server import lane
+from server.lifecycle import start_serving_before_first_request
+from storage.changes import changes
 
+INBOX_FILES = os.path.join("inbox", "static")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 access_log = logging.getLogger("supportzen.access")
@@ -158,7 +153,9 @@ def setup_database(app):
     url = app.config["DATABASE_URL"] or default_database_url(app)
     models.configure_database(url, synchronous, app.config["DB_POOL_SIZE"])
     # Long-polls hold a waitress thread each: at most this many wait at once.
-    app.extensions["waiter_slots"] = longpoll.waiter_slots(app.config)
+    # (Looked up at each wait: tests watch the lane's `paused`.)
+    app.extensions["waiter_slots"] = longpoll.waiter_slots(
+        app.config, step_out=lambda: lane.request_lane.paused())
 
     @app.teardown_request
     def return_connection(exc):
@@ -170,33 +167,25 @@ def setup_database(app):
 
 
 def register_blueprints(app):
-    import admin_api
-    import agent_api
-    import customer_api
     import inbox
-    import openapi
+    from api import admin, agent, customer, openapi
 
-    app.register_blueprint(customer_api.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(agent_api.bp)
-    app.register_blueprint(admin_api.bp)
-    app.register_blueprint(inbox.bp)
+    for views in (customer, openapi, agent, admin, inbox):
+        app.register_blueprint(views.bp)
     inbox.protect_page_and_files(app)
 
 
 def register_commands(app):
-    import cli
-    import webhooks_cli
+    from cli import agents, db, users, webhooks
 
-    app.cli.add_command(cli.users)
-    app.cli.add_command(cli.agents)
-    app.cli.add_command(cli.db)
-    app.cli.add_command(webhooks_cli.webhook_commands)
+    for commands in (users, agents, db, webhooks):
+        app.cli.add_command(commands.group)
 
 
 def create_app(config=None):
     configure_logging()  # before `app.logger`, so Flask adds no handler of its own
-    app = Flask(__name__)
+    # The inbox's script and style sheet, at /static as before (inbox/static).
+    app = Flask(__name__, static_folder=INBOX_FILES)
     app.json.sort_keys = False  # keep the envelope in the spec's order
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)
@@ -229,71 +218,7 @@ def create_app(config=None):
     return app
 
 
-# Requests that need no database, answered even while start-up cannot reach it.
-NO_DATABASE_ENDPOINTS = {"openapi.openapi_document", "inbox.inbox_page", "inbox.front_page",
-                         "inbox.doc_file", "static"}
-
-
-def start_serving_before_first_request(app):
-    """Serving through any launcher (waitress-serve, flask run, a test client) starts with
-    `start_serving`; CLI commands, which serve no request, never do.
-
-    Should start-up fail (the database unreachable, say), the request answers 503 and the next
-    one tries again.
-    """
-    app.extensions["serving"] = {"started": False, "lock": threading.Lock()}
-
-    @app.before_request
-    def start_if_needed():
-        if app.extensions["serving"]["started"] or request.url_rule is None \
-                or request.endpoint in NO_DATABASE_ENDPOINTS:
-            return
-        try:
-            start_serving(app)
-        except Exception as error:
-            # Once a minute, not on every request while the database is down.
-            database_trouble.log.once_a_minute(
-                app.logger, logging.ERROR,
-                f"start-up failed; the next request tries again: {describe_failure(error)}")
-            raise
-
-
-def start_serving(app, send_webhooks=True):
-    """Bring the schema to the latest version, start the background threads and log where the
-    data lives; once per app, whoever calls first. (`python app.py` starts the webhook sender
-    itself, once it listens: a server that cannot get its port sends nothing.)"""
-    state = app.extensions["serving"]
-    with state["lock"]:
-        if state["started"]:
-            return
-        models.create_database_folder()
-        warn_if_database_file_is_open(app)
-        start, end = migrations.upgrade()
-        if start != end:
-            app.logger.info("database schema upgraded from version %s to %s", start, end)
-        checkpoints.background_checkpoints.start()
-        if send_webhooks:
-            webhooks.start_sending(app.config)
-        app.logger.info("database: %s", models.describe_database())
-        if not accounts.has_active_users():
-            app.logger.warning(
-                "no user yet: add one with  .venv/bin/flask --app app users add EMAIL UUID")
-        models.database.close()
-        state["started"] = True
-
-
-def warn_if_database_file_is_open(app):
-    """An existing SQLite file keeps the mode its operator gave it (and SQLite gives its -wal
-    and -shm files the same): say so at start when others than this user may read it."""
-    mode = models.sqlite_file_mode_too_open()
-    if mode is not None:
-        app.logger.warning(
-            "the SQLite file %s has mode %04o: users other than this one may read it, and it "
-            "holds the uuids that sign requests: chmod 600 it (its -wal and -shm files follow "
-            "its mode)", models.sqlite_path(), mode)
-
-
 if __name__ == "__main__":
-    import serve
+    from server import serve
 
-    serve.main()
+    serve.main(create_app)

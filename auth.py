@@ -14,10 +14,10 @@ import secrets
 from flask import current_app, g, request
 from werkzeug.exceptions import NotFound
 
-import accounts
 import models
-import ratelimits
-from envelope import read_data
+from api import ratelimits
+from api.envelope import read_data
+from chat import accounts
 
 HEX_TOKEN = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 # Signs for emails that match no user, so an unknown email costs what a known one does.

@@ -2,7 +2,7 @@
 
 Backend differences live here and nowhere else: `configure_database` picks the SQLite pragmas
 or the PostgreSQL settings, and `write_transaction` picks how a read-then-write transaction
-takes its lock. Hand-written SQL lives in `queries.py`.
+takes its lock. Hand-written SQL lives in `storage/queries.py`.
 """
 import contextlib
 import datetime
@@ -29,7 +29,7 @@ from peewee import (
 )
 from playhouse.db_url import connect as connect_url
 
-from dbtrouble import WritesFailing, database_trouble
+from storage.trouble import WritesFailing, database_trouble
 
 database = DatabaseProxy()
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class Chat(BaseModel):
     last_note = IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
 
     class Meta:
-        # migrations.py creates the real schema; tests/test_schema.py checks that it matches
+        # storage/migrations.py creates the real schema; tests/storage/test_schema.py checks it
         # these declarations, index names included.
         indexes = ((("user", "updated_at"), False), (("updated_at", "id"), False),
                    (("status", "updated_at", "id"), False),
@@ -184,7 +184,7 @@ class IdempotencyKey(BaseModel):
 
 
 class Event(BaseModel):
-    """One entry of the event log (events.py). The id is not a sequence's: the writing
+    """One entry of the event log (events/__init__.py). The id is not a sequence's: the writing
     transaction takes it from `EventCounter`, so ids commit in order and with no gap."""
 
     id = BigIntegerField(primary_key=True)
@@ -243,15 +243,22 @@ def is_sqlite():
     return database.obj is not None and database.obj.__class__.__name__.endswith("SqliteDatabase")
 
 
+def writes_one_at_a_time():
+    """Whether the database takes one writer at a time, so that the server runs one request at
+    a time (server/lane.py): SQLite's one writer, which a second would wait for while holding
+    the GIL's turns; PostgreSQL takes many."""
+    return is_sqlite()
+
+
 SQLITE_CACHE_KIB = 512
 SQLITE_BACKSTOP_CHECKPOINT_PAGES = 20_000  # 80 MB of log
 # Called when the models move to another database: threads that use the old one stop
-# (checkpoints.py, changes.py and webhooks.py add theirs).
+# (storage/checkpoints.py, storage/changes.py and events/webhooks.py add theirs).
 database_switch_hooks = []
 
 
 def configure_database(url, sqlite_synchronous="NORMAL", pool_size=32, close_current=True):
-    """Point the models at `url` through a connection pool (migrations.py makes the tables).
+    """Point the models at `url` through a connection pool (storage/migrations.py makes the tables).
 
     A pool, because opening and closing a SQLite connection per request costs about half the
     request (closing the last WAL connection checkpoints the log). Connections are handed to

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from accounts import normalize_email
+from chat.accounts import normalize_email
+from chat.workspace import SHORTCUT
 from models import MAX_EMAIL_LENGTH
-from workspace import SHORTCUT
 
 MAX_MESSAGE_LENGTH = 10_000
 MAX_NAME_LENGTH = 200

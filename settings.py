@@ -176,7 +176,7 @@ def storage_uri(value):
 # half a second is a hundred times that, so a slow store still counts, while one that stopped
 # answering (frozen, a stuck host, a half-open connection) costs the request that finds it so
 # at most this long before the process counts in memory. Without a timeout it waited for
-# ever, and on SQLite every request waits its turn behind that one (lane.py).
+# ever, and on SQLite every request waits its turn behind that one (server/lane.py).
 STORE_TIMEOUT_SECONDS = 0.5
 STORE_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
 # Seconds, as a URL's query gives them; at most 5: on SQLite the request that finds the store

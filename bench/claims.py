@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(BENCH))
 
 from run import reset_postgres  # noqa: E402
 
-import migrations  # noqa: E402
 import models  # noqa: E402
-import webhooks  # noqa: E402
+from events import webhooks  # noqa: E402
+from storage import migrations  # noqa: E402
 
 CHATS = 1000
 

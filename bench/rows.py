@@ -15,9 +15,8 @@ import timeit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import migrations
 import models
-import queries
+from storage import migrations, queries
 
 ROUNDS = 7
 NUMBER = 200_000

@@ -303,9 +303,9 @@ def reset_postgres(url):
 
 def agent_list_plan(url):
     """The agent chat list's query plan, to show it stays on an index."""
-    import chats
     import models
-    import queries
+    from chat import chats
+    from storage import queries
 
     models.configure_database(url)
     statement, params = chats.chat_list_call(chats.AGENT, chats.ChatListQuery("open"))
@@ -464,7 +464,7 @@ def main():
         "cursor a few messages back (at most 10 returned), `agent list` is "
         "`GET /api/agent/chats?status=open&limit=20`.", "",
         "On SQLite the app serves as `python app.py` does: waitress's thread pool replaced by "
-        "the request lane's (`lane.py`, one request at a time, the same thread count), and "
+        "the request lane's (`server/lane.py`, one request at a time, the same thread count), and "
         "the write-ahead log checkpointed by a thread of its own. The ceiling runs waitress's "
         "own pool, which serves the bare view faster than one thread does. \"Server CPU\" "
         "is the server process's user and system time over the run's wall time: one core is "

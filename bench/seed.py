@@ -16,9 +16,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import accounts
-import migrations
 import models
+from chat import accounts
+from storage import migrations
 
 BATCH = 2_000
 

@@ -75,8 +75,8 @@ TARGETS = {
 # --- the server --------------------------------------------------------------------------------
 
 def event_loop_serving():
-    """Whether serve.py serves waiting polls from an event loop (no thread per waiter)."""
-    with open(os.path.join(ROOT, "serve.py")) as source:
+    """Whether server/serve.py serves waiting polls from an event loop (no thread per waiter)."""
+    with open(os.path.join(ROOT, "server/serve.py")) as source:
         return "EventLoop" in source.read()
 
 
@@ -785,7 +785,7 @@ def report(args, sqlite, postgres, seconds, wake_sends):
     if postgres:
         errors.update(postgres["errors"])
     total_errors = sum(errors.values())
-    serving = "event loop (serve.py has `EventLoop`)" if event_loop_serving() else \
+    serving = "event loop (server/serve.py has `EventLoop`)" if event_loop_serving() else \
         "a waitress thread per waiting poll"
     settings = " ".join(f"{name}={value}" for name, value in sqlite["settings"].items())
     lines = [

@@ -8,8 +8,9 @@ import os
 import psycopg
 import pytest
 
-import helpers
-from app import create_app, start_serving
+from app import create_app
+from server.lifecycle import start_serving
+from support import helpers
 
 
 def reset_postgres(url):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from helpers import ROOT
+from support.helpers import ROOT
 
 DOCUMENTS = ["README.md"] + sorted(
     os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, "docs", "*.md")))

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from helpers import ROOT, running_server
+from support.helpers import ROOT, running_server
 
 # The walk-through of the two APIs: the customer opens a chat and writes, the agent answers
 # and works in the chat, then the customer reads the reply, closes the chat and retries a

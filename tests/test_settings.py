@@ -8,7 +8,7 @@ import pytest
 
 import settings
 from app import create_app
-from helpers import ROOT, free_port
+from support.helpers import ROOT, expect_one_line, free_port
 
 # (setting, a bad value, words the one line must hold)
 BAD_VALUES = [
@@ -67,14 +67,6 @@ BAD_ENVIRONMENT = [case for case in BAD_VALUES if case[1] != ""]
 
 def case_id(case):
     return f"{case[0]}={case[1]!r}"
-
-
-def expect_one_line(stderr, name, words):
-    """What a refused setting prints: one line naming it and what is wrong."""
-    assert "Traceback" not in stderr
-    assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr
-    assert stderr.startswith(f"error: setting {name}: "), stderr
-    assert words in stderr
 
 
 @pytest.mark.parametrize("case", BAD_ENVIRONMENT, ids=case_id)
@@ -153,8 +145,8 @@ def test_an_empty_environment_value_is_unset(monkeypatch):
 @pytest.mark.parametrize("text", ["\u0661\u0668\u0663\u0660\u0669", "\uff18\uff10",
                                   "8_080", "80.0", "0x50"])
 def test_the_server_s_integers_are_ascii_too(capsys, text):
-    """serve.py reads PORT (and its other numbers) by settings.integer: the same rule."""
-    import serve
+    """server/serve.py reads PORT (and its other numbers) by settings.integer: the same rule."""
+    from server import serve
 
     with pytest.raises(SystemExit) as stopped:
         serve.read({"PORT": text}, "PORT", 8080, settings.integer(0, 65535))

@@ -1,0 +1,1 @@
+"""The chat rules: chats and messages, the agents' workspace, users and agents."""

@@ -1,0 +1,1 @@
+"""What the tests share: clients, servers in child processes, receivers, raw polls."""
