@@ -20,12 +20,10 @@ import selectors
 import threading
 import time
 
-from waitress import wasyncore
+from server.waitress_internals import dispatch, serving
 
 ACCEPT_REST_SECONDS = 0.25
 
-# Which connection the current worker thread is serving (set by `lane.Connection.service`).
-serving = threading.local()
 
 
 class EventLoop:
@@ -179,22 +177,3 @@ class EventLoop:
 
     def close(self):
         self.selector.close()
-
-
-def dispatch(dispatcher, fd, mask, socket_map):
-    """wasyncore's `readwrite` for a selector's events; no write event to a dispatcher that its
-    read event closed."""
-    try:
-        if mask & selectors.EVENT_READ:
-            dispatcher.handle_read_event()
-        if mask & selectors.EVENT_WRITE and socket_map.get(fd) is dispatcher:
-            dispatcher.handle_write_event()
-    except OSError as error:
-        if error.args[0] not in wasyncore._DISCONNECTED:
-            dispatcher.handle_error()
-        else:
-            dispatcher.handle_close()
-    except wasyncore._reraised_exceptions:
-        raise
-    except Exception:
-        dispatcher.handle_error()

@@ -33,12 +33,11 @@ import threading
 import time
 
 import peewee
-from waitress import wasyncore
 
 import models
 from api import longpoll
 from events import webhooks
-from server import eventloop, lane
+from server import eventloop, waitress_internals
 from server.lifecycle import start_serving
 from settings import Invalid, integer, refuse
 from storage import checkpoints, migrations
@@ -123,8 +122,9 @@ def listen(app, options):
     cannot listen on stops the service like any bad setting."""
     host, port = options["waitress"]["host"], options["waitress"]["port"]
     try:
-        server = lane.create_server(app, options["header_timeout"], options["request_timeout"],
-                                    options["request_threads"], **options["waitress"])
+        server = waitress_internals.create_server(
+            app, options["header_timeout"], options["request_timeout"],
+            options["request_threads"], **options["waitress"])
     except ValueError:  # waitress found no such address
         refuse("HOST", f"{host!r} is not an address to listen on")
     except RuntimeError as error:  # the system refused a thread of the pool
@@ -258,9 +258,10 @@ def serve_until_terminated(server, grace):
     """The loop (server/eventloop.py), until SIGTERM; then `drain`. The signal handler only sets a
     flag (it runs in the loop's thread, between any two lines), and a thread wakes the loop."""
     sockets = server.socket_map
-    loop = eventloop.EventLoop(sockets, lane.listeners(sockets))
+    loop = eventloop.EventLoop(sockets, waitress_internals.listeners(sockets))
     terminated = threading.Event()
-    wake_loop = lane.listeners(sockets)[0].pull_trigger  # its trigger outlives the listener
+    # (Its trigger outlives the listener.)
+    wake_loop = waitress_internals.listeners(sockets)[0].pull_trigger
 
     def on_sigterm(signum, frame):
         terminated.set()
@@ -273,7 +274,7 @@ def serve_until_terminated(server, grace):
         drain(server, grace, loop)
     finally:
         server.task_dispatcher.shutdown(timeout=1)
-        wasyncore.close_all(sockets)
+        waitress_internals.close_all(sockets)
         loop.close()
 
 
@@ -295,13 +296,13 @@ def drain(server, grace, loop):
     keep serving those with a request in flight until they are done or `grace` runs out."""
     sockets = server.socket_map
     deadline = time.monotonic() + grace
-    listeners = lane.listeners(sockets)
+    listeners = waitress_internals.listeners(sockets)
     for listener in listeners:
         # Clients that connected and sent before the signal wait in the backlog: take them in
         # (they are in flight), and only then refuse new ones.
         accept_backlog(listener, sockets, server.adj.connection_limit)
         # Not `listener.close()`: that also closes its trigger, which the threads still pull.
-        wasyncore.dispatcher.close(listener)
+        waitress_internals.close_listener(listener)
     # Read what has already come in, so that a request sent just before the signal is not
     # taken for an idle connection.
     loop.sweep()
@@ -310,7 +311,7 @@ def drain(server, grace, loop):
         listener.draining = True
     loop.sweep()  # every idle connection learns it is to close
     # From here on no connection starts a request: the set only shrinks.
-    busy = in_flight(lane.connections(sockets), loop)
+    busy = in_flight(waitress_internals.connections(sockets), loop)
     logger.info("SIGTERM: no new connections; waiting up to %g s for %d request(s) in flight",
                 grace, len(busy))
     longpoll.stop_waiting()  # waiting long-polls answer at once with what they have

@@ -111,3 +111,23 @@ def test_the_check_sees_a_cycle_and_an_upward_import():
     """The checks above, on a made-up graph: they can fail."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer_of("storage.queries") > layer_of("chat.chats") > layer_of("api.customer")
+
+
+def external_imports_of(path):
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_quarantine_module_imports_waitress():
+    """waitress's internals are used in server/waitress_internals.py alone (the one place to
+    re-check against a new release)."""
+    importers = sorted(module for module, path in service_modules().items()
+                       if "waitress" in external_imports_of(path))
+    assert importers == ["server.waitress_internals"]

@@ -2,7 +2,9 @@
 other requests, and they come back in (with their message) while the server is under load.
 Plus SQLite's background checkpoints, which keep the write-ahead log from growing."""
 import contextlib
+import importlib
 import importlib.metadata
+import inspect
 import json
 import os
 import socket
@@ -12,8 +14,9 @@ import time
 
 import pytest
 import requests
+import waitress.server
 
-from server import lane
+from server import waitress_internals
 from support.helpers import (
     WATCHED_SERVER,
     live_post,
@@ -252,12 +255,24 @@ def test_a_client_that_never_reads_is_cut_off_and_frees_its_thread(tmp_path, dat
         assert "Traceback" not in server.log()
 
 
-def test_waitress_is_the_release_lane_py_was_verified_on():
-    """server/lane.py copies the dispatcher loop of one waitress release and uses its private hooks:
-    another release may have changed them without any other test noticing."""
+def test_waitress_is_the_release_its_internals_were_checked_against():
+    """server/waitress_internals.py copies and overrides pieces of one waitress release: another
+    may have changed them without any other test noticing."""
     installed = importlib.metadata.version("waitress")
-    assert installed.split(".")[:2] == lane.VERIFIED_WAITRESS.split("."), (
-        f"waitress {installed} is installed, but server/lane.py was verified on waitress "
-        f"{lane.VERIFIED_WAITRESS}: compare LaneDispatcher with that release's "
-        "ThreadedTaskDispatcher.handler_thread and create_server with its create_server, then "
-        "update lane.VERIFIED_WAITRESS (and the pin in requirements.txt)")
+    assert installed == waitress_internals.VERIFIED_WAITRESS, (
+        f"waitress {installed} is installed, but server/waitress_internals.py was checked "
+        f"against waitress {waitress_internals.VERIFIED_WAITRESS}: compare each override there "
+        "with that release's file and function it names, then update VERIFIED_WAITRESS, "
+        "PRIVATE_NAMES and the pin in requirements.txt")
+
+
+def test_every_private_name_of_waitress_used_still_exists():
+    missing = []
+    for (module_name, object_name), names in waitress_internals.PRIVATE_NAMES.items():
+        module = importlib.import_module(module_name)
+        owner = getattr(module, object_name) if object_name else module
+        missing += [f"{module_name}.{object_name or ''}.{name}" for name in names
+                    if not hasattr(owner, name)]
+    assert missing == []
+    parameters = inspect.signature(waitress.server.create_server).parameters
+    assert {"_dispatcher", "map"} <= set(parameters)

@@ -330,7 +330,7 @@ def test_a_request_that_arrived_whole_is_never_cut_by_the_header_deadline():
     HEADER_TIMEOUT has its keep-alive connection cut right after its answer."""
     from waitress.adjustments import Adjustments
 
-    from server import lane
+    from server import waitress_internals
 
     class Listener:
         adj = Adjustments()
@@ -343,7 +343,8 @@ def test_a_request_that_arrived_whole_is_never_cut_by_the_header_deadline():
 
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        connection = lane.Connection(Listener(), ours, ("127.0.0.1", 1), Listener.adj, map={})
+        connection = waitress_internals.Connection(Listener(), ours, ("127.0.0.1", 1),
+                                                   Listener.adj, map={})
         connection.received(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
         assert len(connection.requests) == 1 and connection.receiving_since is None
         connection.requests.pop()  # answered, after a wait far past the header deadline
