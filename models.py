@@ -75,6 +75,9 @@ class BaseModel(Model):
         legacy_table_names = False
 
 
+# A public id's length at most (chats', messages' and notes' alike): what a URL or a body may
+# name, checked before any query.
+MAX_PUBLIC_ID_LENGTH = 64
 # An email's length in characters (not bytes: 170 x "é" is 182 characters and 352 bytes), the
 # one rule for provisioning a user (schemas.py) and for the lookup that authenticates them.
 MAX_EMAIL_LENGTH = 254
@@ -100,7 +103,7 @@ class Agent(BaseModel):
 
 
 class Chat(BaseModel):
-    public_id = CharField(max_length=64, unique=True)
+    public_id = CharField(max_length=MAX_PUBLIC_ID_LENGTH, unique=True)
     user = ForeignKeyField(User, backref="chats", index=False)  # led by (user, updated_at)
     status = CharField(max_length=8, default=CHAT_OPEN)
     name = CharField(max_length=200, null=True)  # as sent with create: a name or a plan name
@@ -131,7 +134,7 @@ class Chat(BaseModel):
 
 
 class Message(BaseModel):
-    public_id = CharField(max_length=64, unique=True)
+    public_id = CharField(max_length=MAX_PUBLIC_ID_LENGTH, unique=True)
     chat = ForeignKeyField(Chat, backref="messages", index=False)  # led by (chat, seq)
     seq = IntegerField()
     sender = CharField(max_length=8)
@@ -148,7 +151,7 @@ class Note(BaseModel):
     """An agent's internal note on a chat. Notes live apart from messages so that a customer
     never learns of one: they take no `seq`, move no read mark and touch no `updated_at`."""
 
-    public_id = CharField(max_length=64, unique=True)
+    public_id = CharField(max_length=MAX_PUBLIC_ID_LENGTH, unique=True)
     chat = ForeignKeyField(Chat, index=False)  # led by (chat, number)
     number = IntegerField()  # 1, 2, 3, ... in each chat, in commit order: the notes' cursor
     agent = ForeignKeyField(Agent, index=False)

@@ -12,12 +12,11 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from chat.accounts import normalize_email
 from chat.workspace import SHORTCUT
-from models import MAX_EMAIL_LENGTH
+from models import MAX_EMAIL_LENGTH, MAX_PUBLIC_ID_LENGTH
 
 MAX_MESSAGE_LENGTH = 10_000
 MAX_NAME_LENGTH = 200
 MAX_URL_LENGTH = 2_048
-MAX_CHAT_ID_LENGTH = 64
 MAX_PLAN_ID = 2**63 - 1
 MAX_UNIX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 UUID_PATTERN = "[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
@@ -155,7 +154,7 @@ def image_url_field():
 
 
 def chat_id_field():
-    return Text(required=True, min_length=1, max_length=MAX_CHAT_ID_LENGTH)
+    return Text(required=True, min_length=1, max_length=MAX_PUBLIC_ID_LENGTH)
 
 
 class CreateChatSchema(StrictSchema):

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import events
 from models import (
     CHAT_OPEN,
+    MAX_PUBLIC_ID_LENGTH,
     SENDER_AGENT,
     SENDER_USER,
     as_datetime,
@@ -30,8 +31,6 @@ from models import (
 )
 from storage import queries
 from storage.changes import changes
-
-MAX_CHAT_ID_LENGTH = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +84,7 @@ def is_possible_chat_id(public_id):
     """Ids from a URL path are unvalidated: one no chat could have is not found at once, before
     it reaches the database (PostgreSQL refuses a NUL outright, and no driver can send a lone
     surrogate)."""
-    if not 0 < len(public_id) <= MAX_CHAT_ID_LENGTH or "\x00" in public_id:
+    if not 0 < len(public_id) <= MAX_PUBLIC_ID_LENGTH or "\x00" in public_id:
         return False
     try:
         public_id.encode("utf-8")
