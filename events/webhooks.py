@@ -120,6 +120,10 @@ class Sender:
         self._thread = None
         self.trouble = OnceAMinute()
         self._next_bug_report = 0.0
+        # Rounds finished since `start` (each: purge when due, fan out, claim and start
+        # sending): for tests and /healthz-like introspection, which wait on it instead of
+        # sleeping. Written by the sender's thread only.
+        self.rounds = 0
 
     def start(self):
         """Register the endpoints now (the events from here on are theirs), then send from a
@@ -171,6 +175,7 @@ class Sender:
                 self.complain_of_bug("webhook sender round failed")
             finally:
                 database.close()
+            self.rounds += 1
             if not claimed:
                 # Events that come in a burst are copied and claimed together: a round at
                 # most every BATCH_SECONDS, whatever rings. (While attempts are under way,

@@ -11,6 +11,7 @@ import pytest
 from app import create_app
 from server.lifecycle import start_serving
 from support import helpers
+from support.waiting_polls import record_waiting
 
 
 def reset_postgres(url):
@@ -87,6 +88,13 @@ def make_customer(app, client):
 @pytest.fixture
 def customer(make_customer):
     return make_customer(email="user@example.com", name="Ada")
+
+
+@pytest.fixture
+def waiting(monkeypatch):
+    """The threads whose long-poll has stepped out of the request lane to wait, so far (a
+    thread again each time its poll goes back to waiting: count distinct ids)."""
+    return record_waiting(monkeypatch)
 
 
 @pytest.fixture

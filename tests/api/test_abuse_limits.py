@@ -24,15 +24,9 @@ from support.helpers import (
     stepped_out,
     wait_until,
 )
-from support.waiting_polls import record_waiting
 
 WAIT = 20  # seconds a poll may wait here; a woken poll answers well before that
 ADMIN_TOKEN = "admin-token-for-the-abuse-limit-tests-0123456789"
-
-
-@pytest.fixture
-def waiting(monkeypatch):
-    return record_waiting(monkeypatch)
 
 
 def bad_customer_call(client, **environ):

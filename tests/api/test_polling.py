@@ -5,7 +5,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from support.helpers import assert_error, new_customer, wait_until
-from support.waiting_polls import record_waiting
 
 WAIT = 20  # seconds a poll may wait here; a woken poll answers well before that
 
@@ -56,12 +55,6 @@ def test_poll_of_another_users_chat_is_not_found(make_customer):
     foreign = bob.poll(chat_id)
     assert_error(foreign, 404, "chat_not_found")
     assert foreign.get_data() == bob.poll("chat-nothing-here").get_data()
-
-
-@pytest.fixture
-def waiting(monkeypatch):
-    """The threads whose long-poll has stepped out of the request lane to wait, so far."""
-    return record_waiting(monkeypatch)
 
 
 def test_long_poll_wakes_on_a_new_message(customer, agent, waiting):

@@ -19,7 +19,6 @@ from support.helpers import (
     sign,
     wait_until,
 )
-from support.waiting_polls import record_waiting
 
 ADMIN_TOKEN = "admin-token-for-the-identity-tests-0123456789"
 KATE = "kate@example.com"
@@ -167,11 +166,6 @@ def test_a_stored_look_alike_signed_with_its_own_uuid_never_reaches_kate(admin_a
 
 
 # --- a waiting long-poll and revoked access ------------------------------------------------
-
-@pytest.fixture
-def waiting(monkeypatch):
-    return record_waiting(monkeypatch)
-
 
 def test_waiting_customer_poll_answers_401_once_the_customer_is_removed(
         app, runner, waiting):

@@ -17,7 +17,6 @@ from support.helpers import (
     wait_until,
 )
 from support.receiver import Receiver
-from support.waiting_polls import record_waiting
 
 
 @pytest.fixture
@@ -217,9 +216,8 @@ def test_a_note_is_never_visible_to_the_customer(ann, pat):
     assert "VIP" not in str(everything) and "Resolved" not in str(everything)
 
 
-def test_a_note_wakes_no_waiting_customer(client, ann, pat, monkeypatch):
+def test_a_note_wakes_no_waiting_customer(client, ann, pat, waiting):
     """A customer's long-poll is woken by its chat's changes: a note is none of them."""
-    waiting = record_waiting(monkeypatch)
     chat_id = pat.create("Hello")
     woken = ok(client.get("/healthz"))["long_polls"]["woken"]
     with ThreadPoolExecutor(1) as pool:

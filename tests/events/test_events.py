@@ -17,6 +17,7 @@ from support.helpers import (
     seed_customers,
     wait_until,
 )
+from support.many_polls import wait_for_waiting
 
 EVENTS = "/events"
 
@@ -334,8 +335,7 @@ def test_a_waiting_feed_wakes_when_another_instance_writes_an_event(tmp_path, da
 
         waiting = threading.Thread(target=follow_on_two)
         waiting.start()
-        wait_until(lambda: requests.get(f"{two.url}/healthz", timeout=5).json()
-                   ["data"]["long_polls"]["waiting"] == 1, what="the feed to wait on two")
+        wait_for_waiting(two, 1)  # the feed, on two
         written = time.monotonic()
         response = requests.post(f"{one.url}/api/client/live/create", timeout=30,
                                  json={"data": {"email": email, "created_at": 1,

@@ -13,6 +13,7 @@ from support.helpers import (
     WATCHED_SERVER,
     AgentClient,
     Customer,
+    live_post,
     new_agent,
     release_database,
     running_server,
@@ -99,9 +100,7 @@ def test_two_instances_on_one_postgres(tmp_path, database_url, app):
         servers = [one, two]
 
         def post(server, path, email, token, data):
-            return requests.post(f"{server.url}/api/client/live/{path}", timeout=30,
-                                 json={"data": {"email": email, **data}},
-                                 headers={"Authorization": f"Bearer {token}"})
+            return live_post(requests, server.url, path, email, token, data)
 
         chats = [post(one, "create", email, token, {"created_at": 1, "message": "hi"})
                  .json()["data"]["chatId"] for email, token in customers]

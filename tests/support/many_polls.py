@@ -43,6 +43,7 @@ class RawPolls:
         self.sockets = []
         self.received = {}  # key -> bytes so far
         self.answers = {}  # key -> Answer
+        self.sent = {}  # key -> when its request was sent (monotonic seconds)
 
     def connect(self):
         sock = socket.create_connection(self.address, timeout=10)
@@ -69,6 +70,7 @@ class RawPolls:
         sock.setblocking(True)
         sock.sendall(head.encode() + body)
         sock.setblocking(False)
+        self.sent[key] = time.monotonic()
         self.received[key] = b""
         self.selector.register(sock, selectors.EVENT_READ, key)
 
@@ -77,6 +79,14 @@ class RawPolls:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for selected, _ in self.selector.select(max(0.0, deadline - time.monotonic())):
+                self._read(selected.fileobj, selected.data)
+        return self.answers
+
+    def collect(self):
+        """The answers complete so far, after reading what has already arrived (without
+        waiting for more)."""
+        while ready := self.selector.select(0):
+            for selected, _ in ready:
                 self._read(selected.fileobj, selected.data)
         return self.answers
 
@@ -160,6 +170,18 @@ def poll_each(polls, chats):
 
 def long_polls(server):
     return requests.get(f"{server.url}/healthz", timeout=10).json()["data"]["long_polls"]
+
+
+def answered_in_time(polls, keys, wait=WAIT):
+    """The answers of `keys`, once each has come, every one of them before its poll's `wait`
+    could run out: woken (or turned away), not timed out. (A poll that waits its time out
+    reads once more and answers the same page, so the time is what tells them apart; the
+    deadline for the answers is generous, and it is no part of the check.)"""
+    answers = polls.wait_for(keys, timeout=wait + 30)
+    late = {key: round(answer.arrived - polls.sent[key], 1) for key, answer in answers.items()
+            if answer.arrived - polls.sent[key] >= wait}
+    assert not late, f"answered only when their {wait} s wait ran out (seconds): {late}"
+    return answers
 
 
 def wait_for_waiting(server, count, timeout=60):
