@@ -30,6 +30,7 @@ from server.lifecycle import start_serving_before_first_request
 from storage.changes import changes
 
 INBOX_FILES = os.path.join("inbox", "static")
+INSTANCE_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 access_log = logging.getLogger("supportzen.access")
@@ -185,7 +186,9 @@ def register_commands(app):
 def create_app(config=None):
     configure_logging()  # before `app.logger`, so Flask adds no handler of its own
     # The inbox's script and style sheet, at /static as before (inbox/static).
-    app = Flask(__name__, static_folder=INBOX_FILES)
+    # The instance folder (the default SQLite file) beside app.py, whatever the current
+    # directory: `python app.py` runs as __main__, for which Flask would take the current one.
+    app = Flask(__name__, static_folder=INBOX_FILES, instance_path=INSTANCE_FOLDER)
     app.json.sort_keys = False  # keep the envelope in the spec's order
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)

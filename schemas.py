@@ -39,6 +39,11 @@ def uuid_shape(value):
 # Letters that show as nothing (Hangul fillers, the braille blank, the Mongolian vowel
 # separator).
 INVISIBLE_LETTERS = "\u115f\u1160\u180e\u2800\u3164\uffa0"
+# Unicode's Default_Ignorable_Code_Point characters beyond the format characters: the
+# combining grapheme joiner, Khmer's inherent vowels, the variation selectors (and their
+# supplement), and the code points reserved as ignorable (U+FFF0-FFF8, U+E0000-E0FFF).
+IGNORABLE_RANGES = ((0x034F, 0x034F), (0x17B4, 0x17B5), (0x180B, 0x180F), (0xFE00, 0xFE0F),
+                    (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF))
 # The planes that hold format characters (the tags, U+E0000 on, can hide a whole text).
 PLANES_WITH_FORMAT_CHARACTERS = (range(0x20000), range(0xE0000, 0xE1000))
 
@@ -47,10 +52,12 @@ def invisible_characters():
     """A regular expression's character class (without the brackets) of the characters that
     show as nothing or reorder what is shown: format characters (ZERO WIDTH SPACE, direction
     marks and overrides, the byte-order mark, soft hyphens, tags), the line and paragraph
-    separators, and the invisible letters. One rule for a message that is blank and for what
-    the logs escape (errors.printable)."""
+    separators, the invisible letters, and the rest of Unicode's default-ignorable code points
+    (variation selectors, the combining grapheme joiner). One rule for a message that is blank
+    and for what the logs escape (api/errors.py `printable`)."""
     chars = {chr(code) for plane in PLANES_WITH_FORMAT_CHARACTERS for code in plane
              if unicodedata.category(chr(code)) in ("Cf", "Zl", "Zp")} | set(INVISIBLE_LETTERS)
+    chars |= {chr(code) for first, last in IGNORABLE_RANGES for code in range(first, last + 1)}
     return "".join(re.escape(char) for char in sorted(chars))
 
 

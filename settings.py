@@ -184,6 +184,12 @@ STORE_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
 store_timeout = number(0, 5)
 
 
+# The options a Redis URL's query may give (redis-py's connection settings).
+REDIS_URL_OPTIONS = {"db", "username", "password", "socket_timeout", "socket_connect_timeout",
+                     "socket_keepalive", "health_check_interval", "max_connections",
+                     "client_name", "protocol", "retry_on_timeout"}
+
+
 def storage_options(uri):
     """The keyword options for the store of a valid `uri` (flask-limiter's
     RATELIMIT_STORAGE_OPTIONS): for Redis and Valkey, the short timeouts above, or those the
@@ -193,6 +199,13 @@ def storage_options(uri):
     if not parts.scheme.startswith(("redis", "valkey")):
         return {}
     query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(name for name in query
+                     if name not in REDIS_URL_OPTIONS and not name.startswith("ssl_"))
+    if unknown:
+        # redis-py would hand it to every connection, which then fails each call: the shared
+        # store silently never used.
+        raise Invalid(f"the URL's option {shown(unknown[0])} is not a Redis connection option "
+                      f"({', '.join(sorted(REDIS_URL_OPTIONS))} or ssl_...)")
     timeouts = {}
     for name in STORE_TIMEOUTS:
         try:

@@ -91,8 +91,13 @@ PATHS_WITH_EMAILS = re.compile(r"(/api/agent/customers/).+", re.DOTALL)
 PATHS_WITH_EMAILS_IN_TEXT = re.compile(r"(/api/agent/customers/)\S+")
 
 
+# Any other path segment that holds an "@" (a mistyped route, a doubled slash): taken for an
+# email too.
+SEGMENTS_WITH_AT = re.compile(r"[^/]*@[^/]*")
+
+
 def logged_path(path):
-    return PATHS_WITH_EMAILS.sub(r"\1<email>", path)
+    return SEGMENTS_WITH_AT.sub("<email>", PATHS_WITH_EMAILS.sub(r"\1<email>", path))
 
 
 def printable(text):

@@ -26,6 +26,7 @@ flask-limiter 4.1.1 (with limits 5.8.0 and redis 7.4.1): it sets `Limiter._stora
 `Limiter._storage_options`, and shadows the store's `check`, which `Limiter.__filter_limits`
 calls on the request path.
 """
+import concurrent.futures
 import functools
 import importlib.metadata
 import math
@@ -159,6 +160,52 @@ PING_INTERVAL = 1.0  # seconds between the watch's pings: /healthz is this fresh
 FIRST_ANSWER_WAIT = 1.0
 
 
+class StoreTooSlow(Exception):
+    """A call to the rate-limit store did not finish within its deadline."""
+
+
+# The store's calls that flask-limiter's strategies and resets make.
+STORE_CALLS = ("incr", "get", "get_expiry", "clear", "reset", "acquire_entry",
+               "get_moving_window", "acquire_sliding_window_entry", "get_sliding_window",
+               "clear_sliding_window")
+STORE_CALL_THREADS = 4
+
+
+class DeadlinedStore:
+    """Every call to the store finishes within `deadline` seconds, or raises `StoreTooSlow`
+    (flask-limiter then counts in memory, as when the store refuses). redis-py's socket
+    timeout bounds each read, not a call: a store that drips its answer a byte at a time, or
+    never ends one, held a request (and on SQLite every request, in the lane) for minutes.
+    The calls run on a few threads of their own; one stuck on a dripping socket stays stuck
+    there, never in a request."""
+
+    def __init__(self, storage, deadline):
+        self.deadline = deadline
+        self.pool = concurrent.futures.ThreadPoolExecutor(STORE_CALL_THREADS,
+                                                         thread_name_prefix="ratelimit-store")
+        for name in STORE_CALLS:
+            if hasattr(storage, name):
+                setattr(storage, name, self.bounded(getattr(storage, name)))
+
+    def bounded(self, call):
+        @functools.wraps(call)
+        def within_deadline(*args, **kwargs):
+            future = self.pool.submit(call, *args, **kwargs)
+            try:
+                return future.result(timeout=self.deadline)
+            except concurrent.futures.TimeoutError:
+                future.cancel()  # (queued behind stuck calls: never run)
+                raise StoreTooSlow(f"no answer within {self.deadline:g} s") from None
+        return within_deadline
+
+
+def store_call_deadline(options):
+    """A call may take a connection and a read: the two timeouts together (1 s by default,
+    what the URL sets otherwise)."""
+    return sum(options.get(name, settings.STORE_TIMEOUT_SECONDS)
+               for name in settings.STORE_TIMEOUTS)
+
+
 class StoreWatch:
     """Whether the rate-limit store answers a ping, as a thread of its own last found, so
     that no request waits for one.
@@ -172,6 +219,8 @@ class StoreWatch:
     def __init__(self, storage):
         self.storage = storage
         self.ping = storage.check  # the store's own, before `store_is_back` shadows it
+        self.deadline = None  # set with a `DeadlinedStore`: a ping past it has failed
+        self.pinging = None  # the thread of the last bounded ping
         self.answers = False  # whether the last ping was answered
         self.answered_ping_began = -math.inf  # when the last answered ping was sent
         self.asked_since = None  # when flask-limiter first asked since the store came back
@@ -191,11 +240,33 @@ class StoreWatch:
     def keep_asking(self):
         while limiter.storage is self.storage:
             began = time.monotonic()
-            self.answers = storage_answers(self.ping)
+            self.answers = storage_answers(self.bounded_ping)
             if self.answers:
                 self.answered_ping_began = began
             self.first_answer.set()
             time.sleep(PING_INTERVAL)
+
+    def bounded_ping(self):
+        """The store's ping within the deadline; False past it. A ping still stuck from an
+        earlier round counts as no answer (no second thread joins it)."""
+        if self.deadline is None:
+            return self.ping()
+        if self.pinging is not None and self.pinging.is_alive():
+            return False
+        answer = concurrent.futures.Future()
+
+        def ping():
+            try:
+                answer.set_result(self.ping())
+            except Exception as error:  # a store that fails to answer is down
+                answer.set_exception(error)
+
+        self.pinging = threading.Thread(target=ping, daemon=True, name="ratelimit-store-ping")
+        self.pinging.start()
+        try:
+            return answer.result(timeout=self.deadline)
+        except concurrent.futures.TimeoutError:
+            return False
 
     def answered(self, wait=0.0):
         """Whether the last ping was answered; waits up to `wait` seconds for the first."""
@@ -235,6 +306,9 @@ def setup_limits(app):
     limiter._storage_dead = False
     if app.config["RATELIMIT_ENABLED"] and not isinstance(limiter.storage, MemoryStorage):
         watch = StoreWatch(limiter.storage)
+        if uri.startswith(("redis", "valkey")):
+            watch.deadline = store_call_deadline(app.config["RATELIMIT_STORAGE_OPTIONS"])
+            DeadlinedStore(limiter.storage, watch.deadline)
         limiter.storage.check = watch.store_is_back
         app.extensions["ratelimit_store_watch"] = watch
         app.before_request(watch.start)

@@ -2,6 +2,7 @@
 connection) holds up no request: each call to it has a short timeout, after which the process
 counts in memory as when the store refuses connections, and neither the limiter's re-checks nor
 /healthz ever wait for a ping."""
+import contextlib
 import os
 import socket
 import subprocess
@@ -63,6 +64,27 @@ class SilentStore:
         self.thread.join()
         for connection in [self.listener, *self.held]:
             connection.close()
+
+
+class DrippingStore(SilentStore):
+    """A store that starts every answer and never ends it: one more digit of an integer reply
+    every 0.2 s, inside redis-py's 0.5 s read timeout each time."""
+
+    def hold_every_connection(self):
+        while not self.stopped.is_set():
+            try:
+                connection = self.listener.accept()[0]
+            except TimeoutError:
+                continue
+            self.held.append(connection)
+            threading.Thread(target=self.drip, args=(connection,), daemon=True).start()
+
+    def drip(self, connection):
+        with contextlib.suppress(OSError):
+            connection.recv(65536)  # the command
+            connection.sendall(b":")
+            while not self.stopped.wait(0.2):
+                connection.sendall(b"1")
 
 
 class FreezingProxy(SilentStore):
@@ -171,6 +193,25 @@ def test_a_store_that_never_answers_holds_up_no_request(tmp_path, database_url, 
 
 
 @pytest.mark.slow
+def test_a_store_that_drips_an_endless_answer_holds_up_no_request(tmp_path, database_url, app):
+    """Each read of the answer comes within the socket timeout, the answer never ends: the
+    call's own deadline (the two timeouts, 1 s) cuts it, and the limits count in memory."""
+    seeded = seed_customers(app, 1)
+    release_database()
+    with DrippingStore() as store, limited_server(tmp_path, database_url, store.url()) as server:
+        customer = Customer(server, seeded[0])
+        chat_id, waited = timed(customer.create)
+        assert waited < QUICK
+        wait_until(lambda: health(server) == "memory fallback", what="the watch's verdict")
+        for _ in range(5):
+            _, took = timed(lambda: customer.send(chat_id))
+            assert took < QUICK / 2
+        log = server.log()
+    assert "falling back to in-memory storage" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow
 def test_the_url_s_timeout_is_honoured_and_no_request_waits_for_a_ping(tmp_path, database_url,
                                                                        app):
     """A 4 s timeout from the URL: the request that finds the store frozen waits that long
@@ -253,6 +294,25 @@ def test_a_bad_timeout_in_the_url_is_refused_in_one_line(monkeypatch, capsys, ur
     assert stopped.value.code == 2
     expect_one_line(capsys.readouterr().err, "RATELIMIT_STORAGE_URI",
                     f"the URL's {uri.split('?')[1].split('=')[0]}: ")
+
+
+@pytest.mark.parametrize("query", ["timeout=100", "sockettimeout=1", "decode_responses=true",
+                                   "db=0&socket_timeout=1&retry=3"])
+def test_an_option_redis_does_not_know_is_refused_in_one_line(monkeypatch, capsys, query):
+    """A misspelt option reached every connection, which then failed each call: the shared
+    store was silently never used."""
+    monkeypatch.setenv("RATELIMIT_STORAGE_URI", f"redis://127.0.0.1:6379/0?{query}")
+    with pytest.raises(SystemExit) as stopped:
+        create_app({"TESTING": True})
+    assert stopped.value.code == 2
+    expect_one_line(capsys.readouterr().err, "RATELIMIT_STORAGE_URI",
+                    "is not a Redis connection option")
+
+
+def test_the_known_options_are_taken(monkeypatch):
+    monkeypatch.setenv("RATELIMIT_STORAGE_URI", "redis://127.0.0.1:6379/0?db=0&"
+                       "health_check_interval=10&socket_keepalive=true&client_name=sz")
+    assert create_app({"TESTING": True}).config["RATELIMIT_STORAGE_URI"].endswith("client_name=sz")
 
 
 @pytest.mark.slow

@@ -141,7 +141,11 @@ def test_agent_query_numbers_in_ascii_are_read(customer, agent, params):
 
 
 INVISIBLE_MESSAGES = ["\u200b", "\u200b\u200c\u200d", "\u200f \u200e", "\ufeff", "\u2060",
-                      "\u3164", "\u2800 \u3000", "\u00ad"]
+                      "\u3164", "\u2800 \u3000", "\u00ad",
+                      # the other default-ignorable code points: the combining grapheme
+                      # joiner, Khmer's inherent vowels, variation selectors, reserved ones
+                      "\u034f", "\u17b4\u17b5", "\ufe0f", "\U000e0100", "\u180b", "\ufff0",
+                      "\U000e0080"]
 
 
 @pytest.mark.slow

@@ -173,7 +173,11 @@ def test_the_readme_check_takes_id_and_type_from_the_signed_body_only(make_app, 
 
 def v2_holds(secret, headers, body):
     """The v2 signature: HMAC-SHA256 of "<t>.<X-Livechat-Event-Id>.<X-Livechat-Event-Type>.
-    <body>", for receivers that act on those headers."""
+    <body>", for receivers that act on those headers. The id is digits: one that is not is
+    refused first, as the docs say (else "2.message" + "created" would sign as "2" +
+    "message.created")."""
+    if not headers["X-Livechat-Event-Id"].isdigit() or not headers["X-Livechat-Event-Id"].isascii():
+        return False
     parts = dict(item.split("=", 1) for item in headers["X-Livechat-Signature"].split(","))
     signed = (f"{parts['t']}.{headers['X-Livechat-Event-Id']}."
               f"{headers['X-Livechat-Event-Type']}.").encode() + body
@@ -190,6 +194,10 @@ def test_the_id_and_type_headers_are_signed_too(make_app, receiver):
         assert v2_holds(SECRET, request.headers, request.body)
         for headers in forged_replays(request):
             assert not v2_holds(SECRET, headers, request.body)
+        first, _, rest = request.event_type.partition(".")
+        shifted = {**request.headers, "X-Livechat-Event-Id": f"{request.event_id}.{first}",
+                   "X-Livechat-Event-Type": rest}  # the same signed bytes, another id
+        assert not v2_holds(SECRET, shifted, request.body)
         assert not v2_holds(SECRET, request.headers, request.body + b" ")
 
 

@@ -127,13 +127,19 @@ def test_no_customer_email_and_no_invisible_direction_mark_in_the_lines(
             answer = requests.get(f"{server.url}/api/agent/customers/{email}", timeout=30,
                                   headers=agent.headers)
             assert answer.status_code == 200, answer.text
-        hidden = requests.get(f"{server.url}/x%E2%80%8Fgnp.exe%E2%80%8B%D8%9C", timeout=30)
+        hidden = requests.get(f"{server.url}/x%E2%80%8Fgnp.exe%E2%80%8B%D8%9C%CD%8F",
+                              timeout=30)
         assert hidden.status_code == 404
-        log = log_after(server, 3)
-    assert [line[1:4] for line in access_lines(log)] == [
-        ("GET", "/api/agent/customers/<email>", "200"),
-        ("GET", "/api/agent/customers/<email>", "200"),
-        ("GET", r"/x\u200fgnp.exe\u200b\u061c", "404")]
+        # Mistyped routes with an address in them (a doubled slash, another case).
+        for path in ("/api/agent//customers/pat.private@example.com",
+                     "/API/agent/customers/pat.private@example.com",
+                     "/api/client/live/pat.private@example.com"):
+            assert requests.get(server.url + path, timeout=30).status_code in (404, 405)
+        log = log_after(server, 6)
+    assert [line[1:3] for line in access_lines(log)] == [
+        ("GET", "/api/agent/customers/<email>"), ("GET", "/api/agent/customers/<email>"),
+        ("GET", r"/x\u200fgnp.exe\u200b\u061c\u034f"), ("GET", "/api/agent//customers/<email>"),
+        ("GET", "/API/agent/customers/<email>"), ("GET", "/api/client/live/<email>")]
     assert "pat.private" not in log
     assert customer.email not in log
 
