@@ -58,7 +58,21 @@ def invisible_characters():
     chars = {chr(code) for plane in PLANES_WITH_FORMAT_CHARACTERS for code in plane
              if unicodedata.category(chr(code)) in ("Cf", "Zl", "Zp")} | set(INVISIBLE_LETTERS)
     chars |= {chr(code) for first, last in IGNORABLE_RANGES for code in range(first, last + 1)}
-    return "".join(re.escape(char) for char in sorted(chars))
+    return "".join(re.escape(first) if first == last else f"{re.escape(first)}-{re.escape(last)}"
+                   for first, last in runs(sorted(chars)))
+
+
+def runs(chars):
+    """(first, last) of each run of consecutive code points in sorted `chars`. As ranges the
+    class stays a few dozen items: written out char by char, the 4,096 reserved code points
+    from U+E0000 on made every match test them one by one, a millisecond per log line."""
+    found = []
+    for char in chars:
+        if found and ord(char) == ord(found[-1][1]) + 1:
+            found[-1][1] = char
+        else:
+            found.append([char, char])
+    return [tuple(run) for run in found]
 
 
 INVISIBLE_CHARACTERS = invisible_characters()
